@@ -1,0 +1,77 @@
+"""Per-epoch training logs: ``results.csv`` (v6.0+ layout) and, when tensorboard is installed, event files."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+from utils.general import LOGGER, colorstr
+
+# Column names of results.csv after the leading ``epoch`` column; also the TensorBoard scalar tags.
+RESULT_KEYS = (
+    "train/box_loss", "train/obj_loss", "train/cls_loss",
+    "metrics/precision", "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95",
+    "val/box_loss", "val/obj_loss", "val/cls_loss",
+    "x/lr0", "x/lr1", "x/lr2",
+)
+
+
+def _tensorboard_writer(save_dir: Path):
+    """A SummaryWriter when the optional tensorboard package is importable, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except (ImportError, ModuleNotFoundError):
+        return None
+    prefix = colorstr("TensorBoard: ")
+    LOGGER.info(f"{prefix}Start with 'tensorboard --logdir {save_dir.parent}', view at http://localhost:6006/")
+    return SummaryWriter(str(save_dir))
+
+
+class Loggers:
+    """Writes one results.csv row (and TensorBoard scalars) per epoch into ``save_dir``."""
+
+    def __init__(self, save_dir: Path | str, tensorboard: bool = True):
+        self.save_dir = Path(save_dir)
+        self.csv = self.save_dir / "results.csv"
+        self.tb = _tensorboard_writer(self.save_dir) if tensorboard else None
+
+    def truncate(self, start_epoch: int) -> None:
+        """Drop rows of epochs >= ``start_epoch`` (a resumed run re-trains them after a crash)."""
+        if not self.csv.exists():
+            return
+        lines = self.csv.read_text().splitlines()
+        kept = lines[:1] + [ln for ln in lines[1:] if ln.strip() and float(ln.split(",")[0]) < start_epoch]
+        self.csv.write_text("\n".join(kept) + "\n")
+
+    def log_epoch(self, epoch: int, values: Sequence[float]) -> None:
+        """Append ``epoch`` + the 13 values of RESULT_KEYS (right-aligned width 20, ``%20.5g``)."""
+        if len(values) != len(RESULT_KEYS):
+            raise ValueError(f"expected {len(RESULT_KEYS)} values, got {len(values)}")
+        header = "" if self.csv.exists() else ",".join(f"{k:>20s}" for k in ("epoch",) + RESULT_KEYS) + "\n"
+        row = ",".join(f"{float(v):20.5g}" for v in (epoch, *values))
+        with open(self.csv, "a") as f:
+            f.write(header + row + "\n")
+        if self.tb:
+            for k, v in zip(RESULT_KEYS, values):
+                self.tb.add_scalar(k, float(v), epoch)
+
+    def log_images(self, files: Iterable[Path], epoch: int) -> None:
+        """Add existing image files (e.g. the final plots) to TensorBoard."""
+        if not self.tb:
+            return
+        import cv2
+        for f in files:
+            f = Path(f)
+            if f.exists():
+                self.tb.add_image(f.stem, cv2.imread(str(f))[..., ::-1], epoch, dataformats="HWC")
+
+    def close(self) -> None:
+        if self.tb:
+            self.tb.close()
+
+
+def read_results(csv: Path | str) -> Optional[list]:
+    """results.csv rows as lists of floats (header skipped); None when the file does not exist."""
+    csv = Path(csv)
+    if not csv.exists():
+        return None
+    return [[float(x) for x in ln.split(",")] for ln in csv.read_text().splitlines()[1:] if ln.strip()]
