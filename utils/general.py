@@ -123,3 +123,4 @@ def check_file(file: Union[str, Path], what: str = "file") -> str:
 # --- re-exports kept for upstream import paths; each lives in its own module ------------------------------
 from utils.nms import non_max_suppression  # noqa: E402
 from utils.metrics import bbox_iou, box_iou  # noqa: E402  (v5.0 path)
+from utils.checkpoint import strip_optimizer  # noqa: E402
