@@ -379,7 +379,10 @@ def train(hyp, opt: argparse.Namespace, device: torch.device, callbacks=None):
 
     # data
     with torch_distributed_zero_first(LOCAL_RANK):
-        data_dict = check_dataset(opt.data)
+        try:
+            data_dict = check_dataset(opt.data)
+        except ValueError as e:  # malformed dataset yaml (nc / names mismatch, missing keys, ...)
+            raise TrainError(str(e)) from None  # the message names the yaml
     train_path, val_path = data_dict["train"], data_dict["val"]
     nc = 1 if opt.single_cls else int(data_dict["nc"])
     names = list(data_dict["names"])
@@ -703,7 +706,8 @@ def write_evolve(hyp: dict, keys: list, results, evolve_txt: Path, yaml_file: Pa
     x = np.loadtxt(evolve_txt, ndmin=2)
     x = x[np.argsort(-fitness(x))]
     np.savetxt(evolve_txt, x, "%10.4g")
-    best = dict(hyp) | {k: float(x[0, i + 7]) for i, k in enumerate(keys)}
+    # evolved keys first, in evolve.txt column order (plot_evolution pairs columns with the yaml key order)
+    best = {k: float(x[0, i + 7]) for i, k in enumerate(keys)} | {k: v for k, v in hyp.items() if k not in keys}
     yaml_file.parent.mkdir(parents=True, exist_ok=True)
     with open(yaml_file, "w") as f:
         f.write(f"# Hyperparameter evolution results\n# Generations: {len(x)}\n"

@@ -25,23 +25,36 @@ def init_distributed(device: torch.device, timeout_s: int = 1800) -> str:
     return backend
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks whose backward is also a sum over ranks (the gradient of a sum of per-rank losses)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        y = x.clone()
+        dist.all_reduce(y, op=dist.ReduceOp.SUM)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad
+
+
 class CPUSyncBatchNorm(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics are computed over the whole DDP batch (all ranks), on any device.
 
-    Forward all-reduces the per-channel sum, sum of squares and count; the all-reduce of
-    ``torch.distributed.nn`` is differentiable, so gradients flow through the shared statistics exactly as
-    they would through one big batch.
+    Forward all-reduces the per-channel sum, sum of squares and count with a differentiable all-reduce, so
+    gradients flow through the shared statistics exactly as they would through one big batch.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
         c = x.shape[1]
         xf = x.float()
         count = xf.new_tensor([xf.numel() / c])
-        stats = all_reduce(torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), count]))
+        stats = _AllReduceSum.apply(torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), count]))
         n = stats[-1]
         mean = stats[:c] / n
         var = (stats[c:2 * c] / n - mean * mean).clamp(min=0)  # biased, used for normalisation

@@ -1,0 +1,128 @@
+"""Training throughput (images/s) of model configs on this machine: forward + loss + backward + optimizer step.
+
+    python benchmarks/bench_train.py --img 320 --batch 16 --iters 5 --runs 3
+    python benchmarks/bench_train.py --cfg models/yolov5s.yaml --img 320 --data data/shapes.yaml
+
+Without ``--data`` the batches are synthetic (random pixels, 4 random boxes per image), so the figure is the
+model's training speed alone; with ``--data`` batches come from the real training dataloader (mosaic and
+augmentation included). Each run times ``--iters`` iterations after ``--warmup`` untimed ones; the median of
+``--runs`` runs is reported.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from models.yolo import Model  # noqa: E402
+from utils.general import check_img_size  # noqa: E402
+from utils.loss import ComputeLoss  # noqa: E402
+
+DEFAULT_CFGS = ("models/yolov5s.yaml", "models/yolov5-shufflenetv2.yaml")
+
+
+def synthetic_batches(batch: int, imgsz: int, nc: int, seed: int = 0):
+    """Endless (imgs uint8 (B, 3, S, S), targets (B*4, 6)) batches with random boxes."""
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        imgs = torch.randint(0, 256, (batch, 3, imgsz, imgsz), generator=g, dtype=torch.uint8)
+        n = batch * 4
+        wh = torch.rand(n, 2, generator=g) * 0.3 + 0.05
+        xy = torch.rand(n, 2, generator=g) * (1 - wh) + wh / 2
+        targets = torch.cat([torch.arange(batch).repeat_interleave(4)[:, None].float(),
+                             torch.randint(0, nc, (n, 1), generator=g).float(), xy, wh], 1)
+        yield imgs, targets
+
+
+def loader_batches(data: str, imgsz: int, batch: int, stride: int, hyp: dict, workers: int):
+    """Endless batches from the training dataloader of a dataset yaml."""
+    from utils.data_config import check_dataset
+    from utils.datasets import create_dataloader
+    d = check_dataset(data)
+    loader, _ = create_dataloader(d["train"], imgsz, batch, stride, hyp=hyp, augment=True, workers=workers,
+                                  shuffle=True)
+    while True:
+        for imgs, targets, _, _ in loader:
+            yield imgs, targets
+
+
+def bench(cfg: str, imgsz: int, batch: int, iters: int, runs: int, warmup: int, hyp: dict, nc: int,
+          data: str = "", workers: int = 2) -> dict:
+    torch.manual_seed(0)
+    model = Model(cfg, ch=3, nc=nc).train()
+    stride = max(int(model.stride.max()), 32)
+    imgsz = check_img_size(imgsz, stride)
+    nl = model.model[-1].nl
+    h = dict(hyp)
+    h.update(box=h["box"] * 3 / nl, cls=h["cls"] * nc / 80 * 3 / nl, obj=h["obj"] * (imgsz / 640) ** 2 * 3 / nl,
+             label_smoothing=0.0)
+    model.nc, model.hyp, model.gr = nc, h, 1.0
+    compute_loss = ComputeLoss(model)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True)
+    batches = loader_batches(data, imgsz, batch, stride, hyp, workers) if data else synthetic_batches(batch, imgsz, nc)
+
+    def step():
+        imgs, targets = next(batches)
+        loss, _ = compute_loss(model(imgs.float() / 255), targets)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        return imgs.shape[0]
+
+    for _ in range(warmup):
+        step()
+    speeds = []
+    for _ in range(runs):
+        t, n = time.perf_counter(), 0
+        for _ in range(iters):
+            n += step()
+        speeds.append(n / (time.perf_counter() - t))
+    params = sum(p.numel() for p in model.parameters())
+    return dict(cfg=cfg, params=params, img=imgsz, batch=batch, ips=statistics.median(speeds), runs=speeds)
+
+
+def parse_opt(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cfg", nargs="+", default=list(DEFAULT_CFGS), help="model yaml(s)")
+    p.add_argument("--img", "--imgsz", "--img-size", dest="imgsz", type=int, default=320)
+    p.add_argument("--batch", "--batch-size", dest="batch", type=int, default=16)
+    p.add_argument("--iters", type=int, default=5, help="timed iterations per run")
+    p.add_argument("--runs", type=int, default=3, help="runs; the median is reported")
+    p.add_argument("--warmup", type=int, default=1, help="untimed iterations first")
+    p.add_argument("--nc", type=int, default=80, help="number of classes of the built models")
+    p.add_argument("--hyp", default=str(ROOT / "data/hyps/hyp.scratch.yaml"))
+    p.add_argument("--data", default="", help="time real dataloader batches of this dataset yaml")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    return p.parse_args(argv)
+
+
+def main(opt) -> list:
+    if opt.threads:
+        torch.set_num_threads(opt.threads)
+    with open(opt.hyp) as f:
+        hyp = yaml.safe_load(f)
+    src = f"batches from {opt.data}" if opt.data else "synthetic batches"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; {src}; median of {opt.runs} runs "
+          f"of {opt.iters} iterations")
+    print(f"{'model':40s} {'params':>10s} {'img':>5s} {'batch':>6s} {'images/s':>9s}")
+    rows = []
+    for cfg in opt.cfg:
+        r = bench(cfg, opt.imgsz, opt.batch, opt.iters, opt.runs, opt.warmup, hyp, opt.nc, opt.data, opt.workers)
+        rows.append(r)
+        print(f"{Path(cfg).stem:40s} {r['params']:>10,d} {r['img']:>5d} {r['batch']:>6d} {r['ips']:>9.2f}",
+              flush=True)
+    return rows
+
+
+if __name__ == "__main__":
+    main(parse_opt())
