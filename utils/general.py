@@ -124,3 +124,5 @@ def check_file(file: Union[str, Path], what: str = "file") -> str:
 from utils.nms import non_max_suppression  # noqa: E402
 from utils.metrics import bbox_iou, box_iou  # noqa: E402  (v5.0 path)
 from utils.checkpoint import strip_optimizer  # noqa: E402
+from utils.data_config import check_dataset  # noqa: E402
+from utils.label_stats import labels_to_class_weights, labels_to_image_weights  # noqa: E402
