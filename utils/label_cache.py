@@ -74,11 +74,12 @@ def check_image(im_file: str) -> Tuple[int, int]:
     try:
         with Image.open(im_file) as im:
             fmt = (im.format or "").lower()
+            im.verify()  # structural check (PNG chunk CRCs, ...), no full decode; must come first
+        with Image.open(im_file) as im:
             shape = exif_size(im)
-            im.verify()  # structural check (PNG chunk CRCs, ...), no full decode
     except UnidentifiedImageError:
         raise ValueError("not an image (unknown or unreadable format)") from None
-    except (OSError, SyntaxError) as e:
+    except Exception as e:  # PIL raises OSError, SyntaxError, struct errors, ... on damaged files
         raise ValueError(f"unreadable or truncated image ({e})") from None
     if fmt not in _PIL_FORMATS:
         raise ValueError(f"unsupported image format '{fmt}'")
@@ -164,7 +165,7 @@ def verify_image_label(im_file: str, lb_file: str, nc: Optional[int] = None) -> 
     except ValueError as e:
         res.msg = f"WARNING: ignoring corrupt image {im_file}: {e}"
         return res
-    except OSError as e:  # unreadable file (permissions, vanished)
+    except Exception as e:  # unreadable file (permissions, vanished) or a decoder failure
         res.msg = f"WARNING: ignoring corrupt image {im_file}: {e}"
         return res
     if not os.path.isfile(lb_file):

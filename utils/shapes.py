@@ -25,7 +25,7 @@ from typing import List, Tuple, Union
 import cv2
 import numpy as np
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 NAMES = ["red circle", "green square", "blue triangle", "yellow star", "magenta hexagon", "cyan cross",
          "orange diamond", "white ring"]
 COLORS_BGR = [(40, 40, 215), (60, 175, 40), (215, 90, 30), (30, 215, 225), (200, 50, 200), (215, 210, 40),
@@ -44,12 +44,12 @@ def _muted_color(rng: np.random.Generator) -> np.ndarray:
 
 def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     kind = rng.integers(0, 4)
-    c1, c2 = _muted_color(rng), _muted_color(rng)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    c1, c2 = _muted_color(rng).astype(np.float32), _muted_color(rng).astype(np.float32)
+    yy, xx = np.arange(h, dtype=np.float32)[:, None], np.arange(w, dtype=np.float32)[None, :]  # broadcast grid
     if kind == 0:  # linear gradient in a random direction
         a = rng.uniform(0, 2 * math.pi)
         t = xx * math.cos(a) + yy * math.sin(a)
-        t = (t - t.min()) / max(float(np.ptp(t)), 1.0)
+        t = (t - t.min()) / max(float(t.max() - t.min()), 1.0)
     elif kind == 1:  # stripes
         a = rng.uniform(0, math.pi)
         period = rng.uniform(6, 40)
@@ -58,9 +58,10 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         g = int(rng.integers(3, 10))
         t = cv2.resize(rng.random((g, g)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC).clip(0, 1)
     else:  # grain around one colour
-        t = rng.random((h, w)).astype(np.float32) * 0.35
-    img = c1[None, None, :] * (1 - t[..., None]) + c2[None, None, :] * t[..., None]
-    img += rng.normal(0, rng.uniform(2, 10), (h, w, 1))  # luminance noise
+        t = rng.random((h, w), dtype=np.float32) * 0.35
+    t = np.broadcast_to(t, (h, w))[..., None]
+    img = c1 + (c2 - c1) * t
+    img += rng.standard_normal((h, w, 1), dtype=np.float32) * np.float32(rng.uniform(2, 10))  # luminance noise
     out = np.clip(img, 0, 255).astype(np.uint8)
     for _ in range(int(rng.integers(0, 6))):  # clutter lines (not objects)
         p1 = (int(rng.integers(0, w)), int(rng.integers(0, h)))
@@ -157,8 +158,9 @@ def render_image(seed: int, split: int, index: int, img_size: int = 320) -> Tupl
         labels.append([cls, (box[0] + box[2]) / 2 / w, (box[1] + box[3]) / 2 / h, (box[2] - box[0]) / w,
                        (box[3] - box[1]) / h])
     # shared lighting / sensor noise over objects and background alike
-    light = rng.uniform(0.85, 1.15)
-    img = np.clip(img.astype(np.float32) * light + rng.normal(0, 4, img.shape[:2] + (1,)), 0, 255).astype(np.uint8)
+    light = np.float32(rng.uniform(0.85, 1.15))
+    noise = rng.standard_normal(img.shape[:2] + (1,), dtype=np.float32) * np.float32(4)
+    img = np.clip(img.astype(np.float32) * light + noise, 0, 255).astype(np.uint8)
     if rng.random() < 0.3:
         img = cv2.GaussianBlur(img, (3, 3), 0)
     return img, np.array(labels, dtype=np.float64).reshape(-1, 5)
