@@ -420,3 +420,28 @@ def test_load_streams(tmp_path):
         n += 1
         time.sleep(0.02)
     assert n >= 1 and ds.sources == [str(video)]
+
+
+# --------------------------------------------------------------------------------------------- VOC converter
+def test_voc2yolo_converts_boxes_and_skips_difficult(tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("voc2yolo", ROOT / "data" / "scripts" / "voc2yolo.py")
+    voc2yolo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(voc2yolo)
+    yd = tmp_path / "raw" / "VOCdevkit" / "VOC2007"
+    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (yd / sub).mkdir(parents=True)
+    (yd / "ImageSets/Main/test.txt").write_text("000001\n")
+    _write_image(yd / "JPEGImages/000001.jpg", 100, 200)
+    (yd / "Annotations/000001.xml").write_text(
+        "<annotation><size><width>200</width><height>100</height><depth>3</depth></size>"
+        "<object><name>dog</name><difficult>0</difficult><bndbox><xmin>1</xmin><ymin>11</ymin><xmax>100</xmax>"
+        "<ymax>60</ymax></bndbox></object>"
+        "<object><name>cat</name><difficult>1</difficult><bndbox><xmin>5</xmin><ymin>5</ymin><xmax>9</xmax>"
+        "<ymax>9</ymax></bndbox></object></annotation>")
+    counts = voc2yolo.convert(tmp_path / "raw", tmp_path / "VOC", {"val": [("VOC2007", "test")]})
+    assert counts == {"val": 1}
+    rows = (tmp_path / "VOC/labels/val/000001.txt").read_text().split()
+    # dog = class 11; pixels 0..100 x 10..60 of a 200 x 100 image
+    np.testing.assert_allclose([float(v) for v in rows], [11, 0.25, 0.35, 0.5, 0.5])
+    assert (tmp_path / "VOC/images/val/000001.jpg").is_file()

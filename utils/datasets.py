@@ -335,6 +335,7 @@ class InfiniteDataLoader(DataLoader):
 
 def seed_worker(worker_id: int) -> None:
     """Seed ``random`` / ``np.random`` of a worker from its torch seed (derived from the loader generator)."""
+    cv2.setNumThreads(0)  # one OpenCV thread per worker: the workers already use the cores
     worker_seed = torch.initial_seed() % 2 ** 32
     np.random.seed(worker_seed)
     random.seed(worker_seed)
