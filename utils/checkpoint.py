@@ -14,6 +14,7 @@ Model modules are imported lazily inside functions: ``utils.general`` re-exports
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
 import importlib.util
@@ -25,7 +26,7 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -92,7 +93,8 @@ def _names_list(names: Any, nc: int) -> List[str]:
 
 
 def _to_plain(obj: Any, where: str) -> Any:
-    """Deep copy of ``obj`` made of types ``torch.load(weights_only=True)`` accepts; TypeError naming ``where``."""
+    """``obj`` rebuilt from types ``torch.load(weights_only=True)`` accepts (tensors shared, numpy -> Python,
+    Path -> str); TypeError naming the entry ``where`` for anything else."""
     if obj is None or isinstance(obj, (bool, int, float, str, bytes, torch.dtype, torch.device, torch.Size)):
         return obj
     if isinstance(obj, torch.Tensor):
@@ -113,10 +115,22 @@ def _to_plain(obj: Any, where: str) -> Any:
 
 
 def _detect_head(model: nn.Module) -> nn.Module:
-    head = model.model[-1] if isinstance(getattr(model, "model", None), nn.Sequential) else None
-    if head is None or not hasattr(head, "anchors"):
-        raise TypeError(f"expected a YOLOv5 Model whose last layer is Detect, got {type(model).__name__}")
-    return head
+    layers = model.model if isinstance(getattr(model, "model", None), nn.Sequential) else ()
+    for m in reversed(layers):  # the last layer, unless Model.nms() appended an NMS layer
+        if hasattr(m, "anchors") and hasattr(m, "nl"):
+            return m
+    raise TypeError(f"expected a YOLOv5 Model with a Detect layer, got {type(model).__name__}")
+
+
+@contextlib.contextmanager
+def _quiet_logs():
+    """Rebuilding a model from a record is an implementation detail: no layer table (warnings still shown)."""
+    level = LOGGER.level
+    LOGGER.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        LOGGER.setLevel(level)
 
 
 def model_record(model: nn.Module, half: bool = False) -> Dict[str, Any]:
@@ -169,7 +183,7 @@ def model_from_record(record: Dict[str, Any]) -> nn.Module:
     nc = int(record["nc"])
     yaml["nc"] = nc
     # Building runs random weight init: keep the caller's RNG stream untouched (loading must not change seeds).
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), _quiet_logs():
         model = Model(yaml, ch=int(yaml.get("ch", 3)), nc=nc)
     try:
         model.load_state_dict(record["state_dict"], strict=True)
@@ -177,7 +191,8 @@ def model_from_record(record: Dict[str, Any]) -> nn.Module:
         raise CheckpointError(f"model record state_dict does not match the model built from its yaml: {e}") from e
     model.names = list(record["names"])
     model.nc = nc
-    model.stride = torch.tensor(record["stride"], dtype=torch.float32)
+    # one tensor shared by Model and Detect, as after Model.__init__
+    model.stride = _detect_head(model).stride = torch.tensor(record["stride"], dtype=torch.float32)
     if record["hyp"] is not None:
         model.hyp = copy.deepcopy(record["hyp"])
     model.set_class_activation(record["cls_act"])
@@ -255,7 +270,10 @@ def _resolve_allowed(full_name: str) -> Tuple[Optional[Any], str]:
     """Object for an allow-listed pickle global, or (None, reason). Only the allow-listed modules get imported."""
     module_name, _, attr = full_name.rpartition(".")
     if full_name in _NUMPY_HELPERS:
-        from numpy._core import multiarray
+        try:
+            from numpy._core import multiarray  # numpy >= 2
+        except ImportError:
+            from numpy.core import multiarray
         attr = _NUMPY_HELPERS[full_name]
         return (getattr(np, attr) if attr in ("ndarray", "dtype") else getattr(multiarray, attr)), ""
     if module_name in PROJECT_MODEL_MODULES:
@@ -413,11 +431,11 @@ def upgrade_legacy_model(model: nn.Module, inplace: bool = True) -> nn.Module:
             m.inplace = inplace
         elif isinstance(m, Detect):
             _upgrade_detect(m)
-    head = getattr(model, "model", None)
-    if isinstance(head, nn.Sequential) and isinstance(head[-1], Detect):
-        model.names = _names_list(getattr(model, "names", None), int(head[-1].nc))  # v7: dict -> list
+    layers = getattr(model, "model", None)
+    if isinstance(layers, nn.Sequential) and isinstance(layers[-1], Detect):
+        model.names = _names_list(getattr(model, "names", None), int(layers[-1].nc))  # v7: dict -> list
         if getattr(model, "stride", None) is None:
-            model.stride = head[-1].stride
+            model.stride = layers[-1].stride
     return model
 
 
