@@ -223,3 +223,6 @@ def test_confusion_matrix(tmp_path):
     assert cm.matrix[2, 0] == 1
     path = cm.plot(tmp_path, names=["a", "b"])
     assert path.name == "confusion_matrix.png" and path.stat().st_size > 1000
+    path.unlink()
+    assert cm.plot(save_dir=tmp_path, names=(), normalize=False).stat().st_size > 1000
+    assert not np.isnan(cm.matrix).any()  # plotting does not touch the counts

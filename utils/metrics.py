@@ -279,26 +279,31 @@ class ConfusionMatrix:
         fp = self.matrix.sum(1)[:-1] - tp
         return tp, fp
 
-    def plot(self, save_dir: Union[str, Path] = "", names: Names = ()) -> Path:
-        """Write ``confusion_matrix.png`` (columns normalised to 1) to ``save_dir``; returns its path."""
+    def plot(self, save_dir: Union[str, Path] = "", names: Names = (), *, normalize: bool = True) -> Path:
+        """Write ``confusion_matrix.png`` to ``save_dir`` (columns normalised to 1 unless ``normalize=False``,
+        then raw counts); returns its path."""
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
-        norm = self.matrix / (self.matrix.sum(0, keepdims=True) + 1e-9)
-        norm[norm < 0.005] = np.nan  # leave near-empty cells blank
+        if normalize:
+            norm = self.matrix / (self.matrix.sum(0, keepdims=True) + 1e-9)
+            norm[norm < 0.005] = np.nan  # leave near-empty cells blank
+        else:
+            norm = np.where(self.matrix > 0, self.matrix, np.nan)
+        vmax = 1.0 if normalize else max(float(self.matrix.max()), 1.0)
         n = self.nc + 1
         labels = _class_names(names, np.arange(self.nc)) if 0 < len(names) == self.nc else None
         fig = Figure(figsize=(12, 9), tight_layout=True)
         FigureCanvasAgg(fig)
         ax = fig.add_subplot(1, 1, 1)
-        image = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
+        image = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=vmax)
         fig.colorbar(image, ax=ax)
         if n < 31:  # annotate cells only when they stay readable
             for i in range(n):
                 for j in range(n):
                     if not np.isnan(norm[i, j]):
-                        ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=8,
-                                color="white" if norm[i, j] > 0.5 else "black")
+                        ax.text(j, i, f"{norm[i, j]:.2f}" if normalize else f"{norm[i, j]:.0f}", ha="center",
+                                va="center", fontsize=8, color="white" if norm[i, j] > 0.5 * vmax else "black")
         if labels is not None:
             ticks = labels + ["background FN"], labels + ["background FP"]
             ax.set_xticks(range(n), ticks[1], rotation=90)
