@@ -218,6 +218,7 @@ def run(data, weights=None, batch_size: int = 32, imgsz: int = 640, conf_thres: 
     """
     training = model is not None
     data_arg = data
+    save_txt |= save_hybrid  # hybrid labels are only useful written out
     if training:  # called by train.py with its EMA model: use it as is (no reload, no fusing)
         device = next(model.parameters()).device
         half &= device.type != "cpu"
@@ -247,6 +248,8 @@ def run(data, weights=None, batch_size: int = 32, imgsz: int = 640, conf_thres: 
         if not pt or device.type != "cpu":
             model.warmup(imgsz=(model.batch_size or 1, 3, imgsz, imgsz))
 
+    if save_txt:
+        (Path(save_dir) / "labels").mkdir(parents=True, exist_ok=True)
     model.eval()
     nc = 1 if single_cls else int(data["nc"])
     names = _names_dict(getattr(model, "names", None) or data.get("names"))

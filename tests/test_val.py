@@ -237,7 +237,7 @@ class LabelReader(nn.Module):
         out = torch.zeros((x.shape[0], 4, 5 + self.nc))
         for b in range(x.shape[0]):
             for q in range(4):
-                for cls in range(self.nc):
+                for cls in range(len(NAMES)):  # the grey-level code only covers the dataset's 3 classes
                     ys, xs = torch.nonzero(levels[b] == _code(q, cls), as_tuple=True)
                     if len(xs):
                         x1, y1, x2, y2 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
@@ -434,3 +434,105 @@ def test_cli_subprocess_real_checkpoint_ci_line(tmp_path):
     assert "mAP@.5:.95" in log and "Speed:" in log and "Results saved to" in log
     assert (tmp_path / "runs" / "exp" / "val_batch0_labels.jpg").is_file()
     assert (tmp_path / "runs" / "exp" / "tiny_predictions.json").is_file() or "no detections" in log
+
+
+class BlindBackend(FakeBackend):
+    """A model that detects nothing: with --save-hybrid only the injected labels come out of NMS."""
+
+    def forward(self, x, augment=False):
+        return torch.zeros((x.shape[0], 4, 5 + self.nc))
+
+
+def test_save_hybrid_writes_labels_as_predictions(tmp_path, monkeypatch):
+    import models.backends
+    monkeypatch.setattr(models.backends, "DetectMultiBackend", BlindBackend)
+    data, gt = _make_dataset(tmp_path / "ds", n=3)
+    val.run(data, weights="blind.pt", batch_size=4, imgsz=64, device="cpu", workers=0, save_hybrid=True,
+            save_conf=True, plots=False, project=tmp_path / "runs")
+    for stem, rows in gt.items():
+        got = np.array([[float(v) for v in line.split()]
+                        for line in (tmp_path / "runs" / "exp" / "labels" / f"{stem}.txt").read_text().splitlines()])
+        assert got.shape == (len(rows), 6) and (got[:, 5] == 1.0).all()  # conf 1 for the injected labels
+        got = got[:, :5]
+        np.testing.assert_allclose(got[np.lexsort(got.T[::-1])], rows[np.lexsort(rows.T[::-1])], atol=1e-5)
+
+
+class Coco80Backend(FakeBackend):
+    nc = 80
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.nc, self.names = 80, [f"c{i}" for i in range(80)]
+
+
+def test_coco_dataset_uses_91_ids_and_official_annotations(tmp_path, monkeypatch, capsys):
+    """A dataset yaml named coco.yaml: --save-json is forced, category ids go through the 80 -> 91 map, and
+    pycocotools scores against <path>/annotations/instances_val2017.json."""
+    import models.backends
+    monkeypatch.setattr(models.backends, "DetectMultiBackend", Coco80Backend)
+    _, gt = _make_dataset(tmp_path / "coco", n=3)
+    data = tmp_path / "coco.yaml"
+    data.write_text(yaml.safe_dump({"path": str(tmp_path / "coco"), "train": "images/val", "val": "images/val",
+                                    "nc": 80, "names": [f"c{i}" for i in range(80)]}))
+    ids = val.coco80_to_coco91_class()
+    images, anns = [], []
+    for stem, rows in gt.items():
+        h = 48 if (int(stem) - 1000) % 3 == 2 else 64
+        images.append({"id": int(stem), "width": 64, "height": h})
+        for c, x, y, w, hh in rows:
+            box = [(x - w / 2) * 64, (y - hh / 2) * h, w * 64, hh * h]
+            anns.append({"id": len(anns) + 1, "image_id": int(stem), "category_id": ids[int(c)], "bbox": box,
+                         "area": box[2] * box[3], "iscrowd": 0})
+    (tmp_path / "coco" / "annotations").mkdir()
+    (tmp_path / "coco" / "annotations" / "instances_val2017.json").write_text(json.dumps(
+        {"images": images, "annotations": anns, "categories": [{"id": i} for i in ids]}))
+    opt = val.parse_opt(["--data", str(data), "--weights", "w.pt", "--img", "64", "--batch", "4", "--workers", "0",
+                         "--project", str(tmp_path / "runs"), "--device", "cpu"])
+    assert opt.save_json
+    val.run(**dict(val._run_kwargs(opt), plots=False))  # what main() runs, minus the (slow, 81-class) plots
+    out = capsys.readouterr().out
+    assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = 1.000" in out
+    js = json.loads((tmp_path / "runs" / "exp" / "w_predictions.json").read_text())
+    used = {int(r[0]) for rows in gt.values() for r in rows}
+    assert {e["category_id"] for e in js} == {ids[c] for c in used}
+
+
+def test_val_runs_exported_onnx(tmp_path):
+    """Exported weights go through the same evaluation (fixed-shape export: square letterbox at its size,
+    batches split to the export batch); the .onnx run scores like the .pt run on square inputs."""
+    pytest.importorskip("onnxruntime")
+    import export
+    from models.yolo import Model
+    from utils.checkpoint import save_checkpoint
+
+    data, _ = _make_dataset(tmp_path / "ds", n=3)
+    torch.manual_seed(1)
+    model = Model(TINY)
+    model.names = list(NAMES)
+    with torch.no_grad():  # objectness ~0.5 everywhere: plenty of detections to compare (252 candidates/image)
+        for conv in model.model[-1].m:
+            conv.bias.view(3, -1)[:, 4] = 0.0
+    w = save_checkpoint({"epoch": -1, "best_fitness": 0.0, "model": model, "ema": None, "updates": None,
+                         "optimizer": None}, tmp_path / "tiny.pt")
+    (f,) = export.run(weights=str(w), imgsz=(64, 64), batch_size=1, include=("onnx",))
+    kw = dict(batch_size=2, imgsz=64, plots=False, save_txt=True, save_conf=True, conf_thres=0.01)
+    r_onnx, maps_onnx, _ = val.run(data, weights=str(f), device="cpu", workers=0, project=tmp_path / "runs", **kw)
+    assert len(r_onnx) == 7 and maps_onnx.shape == (3,) and r_onnx[4:] == (0.0, 0.0, 0.0)
+
+    from models.experimental import attempt_load
+    from utils.datasets import create_dataloader
+    square = create_dataloader(str(tmp_path / "ds" / "images" / "val"), 64, 2, 32, rect=False, workers=0)[0]
+    r_pt, maps_pt, _ = val.run(data, model=attempt_load(str(w)), dataloader=square, save_dir=tmp_path / "pt", **kw)
+    assert r_onnx[:4] == pytest.approx(r_pt[:4], abs=1e-3) and maps_onnx == pytest.approx(maps_pt, abs=1e-3)
+    # the same detections (the untrained model finds plenty of boxes at conf 0.01), in the same order
+    files = sorted((tmp_path / "pt" / "labels").glob("*.txt"))
+    assert len(files) == 3
+    for fp in files:
+        a, b = _read_txt6(fp), _read_txt6(tmp_path / "runs" / "exp" / "labels" / fp.name)
+        assert len(a) > 5 and a.shape == b.shape
+        a, b = a[np.lexsort(a.T[::-1])], b[np.lexsort(b.T[::-1])]
+        np.testing.assert_allclose(a, b, atol=2e-3)
+
+
+def _read_txt6(f: Path) -> np.ndarray:
+    return np.array([[float(v) for v in line.split()] for line in f.read_text().splitlines()]).reshape(-1, 6)
