@@ -39,7 +39,8 @@ def test_letterbox_auto_matches_upstream_inference_shapes(hw, expect):
     r = 640 / max(hw)
     assert ratio == (r, r)
     # the pads are the per-side remainders up to the stride multiple
-    assert 2 * dh == pytest.approx(expect[0] - round(hw[0] * r)) and 2 * dw == pytest.approx(expect[1] - round(hw[1] * r))
+    assert 2 * dh == pytest.approx(expect[0] - round(hw[0] * r))
+    assert 2 * dw == pytest.approx(expect[1] - round(hw[1] * r))
 
 
 def test_letterbox_square_places_resized_image_centred():

@@ -75,7 +75,8 @@ def log():
 # ---------------------------------------------------------------------------------------------- paths / yaml
 def test_img2label_paths_replaces_last_images_dir():
     s = os.sep
-    assert img2label_paths([f"{s}d{s}images{s}a{s}images{s}train{s}x.jpg"]) == [f"{s}d{s}images{s}a{s}labels{s}train{s}x.txt"]
+    img = f"{s}d{s}images{s}a{s}images{s}train{s}x.jpg"
+    assert img2label_paths([img]) == [f"{s}d{s}images{s}a{s}labels{s}train{s}x.txt"]
     assert img2label_paths([f"{s}d{s}pics{s}x.png"]) == [f"{s}d{s}pics{s}x.txt"]
 
 
@@ -268,7 +269,8 @@ def test_items_letterboxed_with_shapes_that_map_back(tmp_path):
     assert (np.diff(ar) >= 0).all()
     assert ds.batch_shapes.tolist() == [[96, 160], [160, 160], [160, 96]]
     for imgs_b, targets, paths, shapes in loader:
-        assert imgs_b.dtype == torch.uint8 and imgs_b.shape[2:] == tuple(ds.batch_shapes[ds.batch[ds.img_files.index(paths[0])]])
+        batch_index = ds.batch[ds.img_files.index(paths[0])]
+        assert imgs_b.dtype == torch.uint8 and imgs_b.shape[2:] == tuple(ds.batch_shapes[batch_index])
         assert targets.shape[1] == 6 and set(targets[:, 0].tolist()) <= set(range(len(paths)))
         for i, (p, s) in enumerate(zip(paths, shapes)):
             (h0, w0), ((gh, gw), pad) = s
@@ -305,7 +307,8 @@ def test_training_items_labels_follow_pixels(tmp_path):
             sub = im[max(int(y1) - 3, 0):int(y2) + 3, max(int(x1) - 3, 0):int(x2) + 3].astype(int)
             mask = np.abs(sub - np.array(COLORS[int(c)])).max(2) < 60
             ys, xs = np.nonzero(mask)
-            ext = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]) + [max(int(x1) - 3, 0), max(int(y1) - 3, 0)] * 2
+            ox, oy = max(int(x1) - 3, 0), max(int(y1) - 3, 0)
+            ext = np.array([xs.min() + ox, ys.min() + oy, xs.max() + 1 + ox, ys.max() + 1 + oy])
             np.testing.assert_allclose(ext, [x1, y1, x2, y2], atol=2.5)
             checked += 1
     assert checked > 10
@@ -328,7 +331,8 @@ def test_quad_collate_tiles_images_and_labels():
     random.seed(0)  # first random.random() = 0.844 -> tile branch (seed 1: 0.134 -> upsample branch)
     im, t, paths, _ = LoadImagesAndLabels.collate_fn4(batch)
     assert im.shape == (1, 3, 8, 8) and paths == ("p0",)
-    assert [im[0, 0, 1, 1].item(), im[0, 0, 1, 5].item(), im[0, 0, 5, 1].item(), im[0, 0, 5, 5].item()] == [10, 20, 30, 40]
+    corners = [im[0, 0, 1, 1], im[0, 0, 1, 5], im[0, 0, 5, 1], im[0, 0, 5, 5]]
+    assert [int(v) for v in corners] == [10, 20, 30, 40]
     for row in t.tolist():  # each label centre lands in its own tile
         k = int(row[1])
         assert im[0, 0, int(row[3] * 8), int(row[2] * 8)].item() == (10, 20, 30, 40)[k]
@@ -360,7 +364,8 @@ def test_seeded_loader_is_deterministic(split):
 def test_single_cls_and_weights(split):
     ds = LoadImagesAndLabels(split, 64, single_cls=True, progress=False)
     assert all((x[:, 0] == 0).all() for x in ds.labels)
-    labels = [np.array([[0, .5, .5, .1, .1], [0, .5, .5, .1, .1], [1, .5, .5, .1, .1]]), np.array([[2, .5, .5, .1, .1]])]
+    labels = [np.array([[0, .5, .5, .1, .1], [0, .5, .5, .1, .1], [1, .5, .5, .1, .1]]),
+              np.array([[2, .5, .5, .1, .1]])]
     w = labels_to_class_weights(labels, nc=4)
     ref = np.array([1 / 2, 1, 1, 1])  # counts 2, 1, 1, 0 (absent counts as 1)
     torch.testing.assert_close(w, torch.tensor(ref / ref.sum(), dtype=torch.float32))
@@ -378,7 +383,8 @@ def test_load_images_sources(tmp_path):
     _write_image(a, 1080 // 8, 810 // 8)
     _write_image(b, 30, 60)
     (tmp_path / "list.txt").write_text(f"{a}\nsub/b.png\n")
-    for src, n in ((str(a), 1), (str(tmp_path), 1), (str(tmp_path / "**" / "*.*g"), 2), (str(tmp_path / "list.txt"), 2)):
+    sources = ((str(a), 1), (str(tmp_path), 1), (str(tmp_path / "**" / "*.*g"), 2), (str(tmp_path / "list.txt"), 2))
+    for src, n in sources:
         items = list(LoadImages(src, img_size=64, stride=32))
         assert len(items) == n, src
     path, img, im0, cap = next(iter(LoadImages(str(a), img_size=64, stride=32)))

@@ -22,7 +22,6 @@ This module imports nothing from ``utils.general`` so that ``utils.general`` can
 from __future__ import annotations
 
 import logging
-import os
 import shlex
 import subprocess
 import tempfile
@@ -187,7 +186,8 @@ def check_dataset(data: Union[str, Path, dict], autodownload: bool = True) -> di
     for k in SPLITS:
         v = d.get(k)
         if v:
-            d[k] = [str(_resolve(x, yaml_dir, root)) for x in v] if isinstance(v, list) else str(_resolve(v, yaml_dir, root))
+            entries = [str(_resolve(x, yaml_dir, root)) for x in (v if isinstance(v, list) else [v])]
+            d[k] = entries if isinstance(v, list) else entries[0]
 
     if d.get("generate"):  # (re)generates only when absent or made with other parameters / generator version
         _generate(d["generate"], root, where)
