@@ -235,8 +235,6 @@ def run(data, weights=None, batch_size: int = 32, imgsz: int = 640, conf_thres: 
         data = check_dataset(data)  # before the run dir is made: a bad --data leaves nothing behind
         model = DetectMultiBackend(weights, device=device, dnn=dnn, data=None, fp16=half)
         half, pt, stride = model.fp16, model.pt, model.stride
-        save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
-        (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
         imgsz = check_img_size(imgsz, s=stride)
         if model.fixed_shape is not None:  # fixed-shape export: square letterbox at the exported size
             if tuple(model.fixed_shape) != (imgsz, imgsz):
@@ -248,8 +246,6 @@ def run(data, weights=None, batch_size: int = 32, imgsz: int = 640, conf_thres: 
         if not pt or device.type != "cpu":
             model.warmup(imgsz=(model.batch_size or 1, 3, imgsz, imgsz))
 
-    if save_txt:
-        (Path(save_dir) / "labels").mkdir(parents=True, exist_ok=True)
     model.eval()
     nc = 1 if single_cls else int(data["nc"])
     names = _names_dict(getattr(model, "names", None) or data.get("names"))
@@ -269,11 +265,15 @@ def run(data, weights=None, batch_size: int = 32, imgsz: int = 640, conf_thres: 
         split = "val" if task in ("speed", "study") else task
         if not data.get(split):
             raise ValueError(f"--task {task}: the dataset yaml {data_arg} has no '{split}' split")
+        save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)  # only now: all input is valid
+        save_dir.mkdir(parents=True, exist_ok=True)
         from utils.datasets import create_dataloader
         rect = pt or model.fixed_shape is None
         dataloader = create_dataloader(data[split], imgsz, batch_size, stride, single_cls=single_cls,
                                        pad=0.0 if task == "speed" or not rect else 0.5, rect=rect,
                                        workers=workers, prefix=colorstr(f"{split}: "))[0]
+    if save_txt:
+        (Path(save_dir) / "labels").mkdir(parents=True, exist_ok=True)
     channels_last = not training and pt and device.type == "cpu"
 
     confusion_matrix = ConfusionMatrix(nc=nc)
@@ -286,7 +286,8 @@ def run(data, weights=None, batch_size: int = 32, imgsz: int = 640, conf_thres: 
     dataset = getattr(dataloader, "dataset", None)
     index_of = {str(f): i for i, f in enumerate(getattr(dataset, "img_files", []) or [])}
     s = ("%20s" + "%12s" * 6) % ("Class", "Images", "Labels", "P", "R", "mAP@.5", "mAP@.5:.95")
-    for batch_i, (img, targets, paths, shapes) in enumerate(tqdm(dataloader, desc=s, bar_format="{l_bar}{bar:10}{r_bar}")):
+    pbar = tqdm(dataloader, desc=s, bar_format="{l_bar}{bar:10}{r_bar}")
+    for batch_i, (img, targets, paths, shapes) in enumerate(pbar):
         t1 = time_synchronized()
         img = img.to(device, non_blocking=True)
         img = (img.half() if half else img.float()) / 255.0

@@ -536,3 +536,21 @@ def test_val_runs_exported_onnx(tmp_path):
 
 def _read_txt6(f: Path) -> np.ndarray:
     return np.array([[float(v) for v in line.split()] for line in f.read_text().splitlines()]).reshape(-1, 6)
+
+
+def test_run_rejects_mismatched_weights_and_missing_split_before_writing(tmp_path, monkeypatch):
+    import models.backends
+    monkeypatch.setattr(models.backends, "DetectMultiBackend", FakeBackend)  # a 3-class model
+    data, _ = _make_dataset(tmp_path / "ds", n=1)
+    d80 = tmp_path / "d80.yaml"
+    d80.write_text(yaml.safe_dump({"path": str(tmp_path / "ds"), "train": "images/val", "val": "images/val",
+                                   "nc": 80, "names": [f"c{i}" for i in range(80)]}))
+    kw = dict(weights="w.pt", imgsz=64, device="cpu", workers=0, project=tmp_path / "runs")
+    with pytest.raises(ValueError, match=r"w.pt \(3 classes\).*d80.yaml \(80 classes\)"):
+        val.run(d80, **kw)
+    with pytest.raises(ValueError, match="no 'test' split"):
+        val.run(data, task="test", **kw)
+    assert not (tmp_path / "runs").exists()
+    # --single-cls evaluates any model class-agnostically, so the class counts need not match
+    (_, _, map50, _, *_), maps, _ = val.run(d80, single_cls=True, plots=False, **kw)
+    assert map50 == pytest.approx(1.0) and maps.shape == (1,)
