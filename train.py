@@ -183,6 +183,7 @@ def resume_options(opt: argparse.Namespace) -> argparse.Namespace:
     if hyp_file.is_file():
         new.hyp = str(hyp_file)
     new.cfg, new.weights, new.resume = "", str(ckpt), True
+    new.save_dir = str(opt_file.parent)  # where the run is now, even if it was moved
     new.batch_size = int(saved.get("total_batch_size", new.batch_size))
     new.local_rank = opt.local_rank
     LOGGER.info(f"Resuming training from {ckpt}")
@@ -192,10 +193,7 @@ def resume_options(opt: argparse.Namespace) -> argparse.Namespace:
 # ------------------------------------------------------------------------------------------------ helpers
 def labels_to_class_weights(labels: list, nc: int) -> torch.Tensor:
     """Inverse class frequency of the training labels, normalised to sum 1 (absent classes count as 1)."""
-    if not labels or labels[0] is None:
-        return torch.ones(nc) / nc
-    classes = np.concatenate([lb[:, 0] for lb in labels if len(lb)], 0).astype(int) if any(map(len, labels)) \
-        else np.zeros(0, int)
+    classes = np.concatenate([np.zeros(0)] + [lb[:, 0] for lb in labels]).astype(int)
     counts = np.bincount(classes, minlength=nc).astype(float)
     counts[counts == 0] = 1
     w = 1.0 / counts

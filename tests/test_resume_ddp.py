@@ -20,7 +20,7 @@ def epochs_in(csv):
 
 
 def test_sigkill_mid_epoch_then_resume(tmp_path):
-    data = make_dataset(tmp_path / "ds", n=48)
+    data = make_dataset(tmp_path / "ds", n=32)
     cfg, hyp = write_cfg(tmp_path / "tiny.yaml"), write_hyp(tmp_path / "hyp.yaml")
     args = train_args(data, cfg, hyp, tmp_path / "runs", "--noplots", epochs=3, batch=2)
     cmd = [sys.executable, str(ROOT / "train.py"), *args]
@@ -31,7 +31,7 @@ def test_sigkill_mid_epoch_then_resume(tmp_path):
         deadline = time.time() + 180
         while not last.exists() and p.poll() is None and time.time() < deadline:
             time.sleep(0.02)
-        # epoch 0 is saved: epoch 1 (24 batches) is now running
+        # epoch 0 is saved: epoch 1 (16 batches) is now running
         os.kill(p.pid, signal.SIGKILL)
         p.wait()
     assert p.returncode == -signal.SIGKILL, (tmp_path / "log.txt").read_text()[-3000:]

@@ -170,11 +170,11 @@ def run_seeded(tiny, project, name, *extra):
 def test_seed_is_deterministic_and_ce_gives_softmax_checkpoint(tiny, tmp_path):
     a = run_seeded(tiny, tmp_path / "runs", "a", "--cls-loss", "ce")
     b = run_seeded(tiny, tmp_path / "runs", "b", "--cls-loss", "ce")
-    rows_a = (a / "results.csv").read_text().splitlines()[1:]
-    assert rows_a == (b / "results.csv").read_text().splitlines()[1:]
     sa = torch.load(a / "weights" / "last.pt", weights_only=True)["model"]
     sb = torch.load(b / "weights" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(sa["state_dict"][k], sb["state_dict"][k]) for k in sa["state_dict"])
+    rows_a = (a / "results.csv").read_text().splitlines()[1:]
+    assert rows_a == (b / "results.csv").read_text().splitlines()[1:]
     # CE training: softmax head recorded in the checkpoint, and attempt_load decodes with softmax
     assert sa["cls_act"] == "softmax" and sa["hyp"]["cls_loss"] == "ce"
     from models.experimental import attempt_load
