@@ -222,7 +222,7 @@ def plot_labels(labels: Array, names: Names = (), save_dir: Union[str, Path] = P
             if i == j:
                 a.hist(b[:, i], bins=50, range=(0, 1), color="#4363D8")
             elif len(b):
-                a.hist2d(b[:, j], b[:, i], bins=40, range=((0, 1), (0, 1)), cmap="Blues", cmin=1)
+                a.hist2d(b[:, j], b[:, i], bins=40, range=((0, 1), (0, 1)), cmap="Blues", cmin=1, vmin=0)
             a.set_xlim(0, 1)
             if i != j:
                 a.set_ylim(0, 1)
@@ -247,12 +247,12 @@ def plot_labels(labels: Array, names: Names = (), save_dir: Union[str, Path] = P
     canvas = np.full((1000, 1000, 3), 255, dtype=np.uint8)
     for k, (cls, wh) in enumerate(zip(c[:1000], b[:1000, 2:])):
         x1, y1, x2, y2 = (500 + np.array([-wh[0], -wh[1], wh[0], wh[1]]) * 500).round().astype(int)
-        cv2.rectangle(canvas, (x1, y1), (x2, y2), colors(cls), 1)
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), colors(cls), 2)
     ax[1].imshow(canvas)
     ax[1].axis("off")
     for a, (p, q), xl, yl in ((ax[2], (0, 1), "x", "y"), (ax[3], (2, 3), "width", "height")):
         if len(b):
-            a.hist2d(b[:, p], b[:, q], bins=50, range=((0, 1), (0, 1)), cmap="Blues", cmin=1)
+            a.hist2d(b[:, p], b[:, q], bins=50, range=((0, 1), (0, 1)), cmap="Blues", cmin=1, vmin=0)
         a.set_xlim(0, 1)
         a.set_ylim(0, 1)
         a.set_xlabel(xl)
