@@ -1,0 +1,338 @@
+"""Run a detector from any of the weight formats this project writes: ``.pt``, TorchScript, lite interpreter, ONNX.
+
+:class:`DetectMultiBackend` hides the format: every backend returns the decoded ``(bs, N, 5 + nc)`` tensor
+(xywh in input pixels, objectness, class probabilities) that :func:`utils.nms.non_max_suppression` expects.
+
+Exports made by ``export.py`` carry their metadata (stride, names, class activation, image size, output kind):
+ONNX ``metadata_props`` and a ``config.txt`` extra file inside TorchScript archives. Raw-head exports
+(``export.py --train``) are decoded here with the anchors and class activation recorded in that metadata, so a
+softmax-CE model decoded from raw heads gives the same numbers as its decoded export.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import zipfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from utils.general import LOGGER
+
+PathLike = Union[str, Path]
+
+# Suffix rules, most specific first ('.torchscript.pt' must win over '.pt').
+_SUFFIXES: Tuple[Tuple[str, str], ...] = (
+    (".torchscript.ptl", "ptl"),
+    (".torchscript.pt", "jit"),
+    (".torchscript", "jit"),
+    (".ptl", "ptl"),
+    (".onnx", "onnx"),
+    (".pt", "pt"),
+)
+SUPPORTED_SUFFIXES = tuple(s for s, _ in _SUFFIXES)
+CONFIG_FILE = "config.txt"  # name of the metadata entry inside TorchScript archives (v7.0 name)
+
+
+class BackendError(ValueError):
+    """Weights that cannot be run: unsupported suffix, missing metadata, input shape the export cannot take."""
+
+
+def weights_kind(weights: PathLike) -> str:
+    """'pt' | 'jit' | 'ptl' | 'onnx' from the file name; :class:`BackendError` for anything else."""
+    name = Path(str(weights)).name.lower()
+    for suffix, kind in _SUFFIXES:
+        if name.endswith(suffix):
+            return kind
+    raise BackendError(f"unsupported weights '{weights}': the suffix must be one of {', '.join(SUPPORTED_SUFFIXES)}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# metadata
+# ----------------------------------------------------------------------------------------------------------------
+def _parse_value(text: str) -> Any:
+    """Metadata values are JSON; upstream v7 writes python reprs (names as {0: 'person'}); plain strings stay."""
+    try:
+        return json.loads(text)
+    except (ValueError, TypeError):
+        pass
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def normalize_names(names: Any, nc: Optional[int] = None) -> List[str]:
+    """Class names as a list: accepts a list, a {index: name} dict (int or str keys) or None (-> '0', '1', ...)."""
+    if isinstance(names, dict):
+        items = sorted(((int(k), str(v)) for k, v in names.items()), key=lambda kv: kv[0])
+        names = [v for _, v in items]
+    if names is None:
+        return [str(i) for i in range(nc or 0)]
+    return [str(n) for n in names]
+
+
+def read_metadata(weights: PathLike) -> Dict[str, Any]:
+    """Metadata recorded in an exported file ({} when it has none, e.g. a third-party export)."""
+    weights = Path(weights)
+    kind = weights_kind(weights)
+    if kind == "onnx":
+        import onnx
+        model = onnx.load(str(weights), load_external_data=False)
+        return {p.key: _parse_value(p.value) for p in model.metadata_props}
+    if kind in ("jit", "ptl"):
+        # A TorchScript / lite archive is a zip whose extra files live under '<archive name>/extra/'. Reading the zip
+        # works for both kinds (the lite loader has no _extra_files argument).
+        with zipfile.ZipFile(weights) as z:
+            entries = [n for n in z.namelist() if n.endswith(f"extra/{CONFIG_FILE}")]
+            if not entries:
+                return {}
+            text = z.read(entries[0]).decode("utf-8")
+        return json.loads(text) if text.strip() else {}
+    return {}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# raw heads -> decoded output
+# ----------------------------------------------------------------------------------------------------------------
+def decode_raw_outputs(raw: Sequence[torch.Tensor], anchors: Sequence[Sequence[float]], strides: Sequence[float],
+                       cls_act: str = "sigmoid") -> torch.Tensor:
+    """Decode raw per-level head maps ``(bs, na, ny, nx, no)`` into ``(bs, N, no)`` exactly like ``Detect``.
+
+    ``anchors[i]`` lists the level-i anchors in pixels as ``[w0, h0, w1, h1, ...]``. Box and objectness channels
+    use a sigmoid; the class channels use ``cls_act`` ('sigmoid' per class, or 'softmax' over the classes).
+    """
+    if cls_act not in ("sigmoid", "softmax"):
+        raise BackendError(f"unknown class activation '{cls_act}', expected 'sigmoid' or 'softmax'")
+    if len(raw) != len(strides) or len(raw) != len(anchors):
+        raise BackendError(f"{len(raw)} raw output levels but metadata has {len(strides)} strides / "
+                           f"{len(anchors)} anchor levels")
+    out = []
+    for p, a, s in zip(raw, anchors, strides):
+        bs, na, ny, nx, no = p.shape
+        p = p.float()
+        y = p.sigmoid()
+        if cls_act == "softmax":
+            y = torch.cat((y[..., :5], p[..., 5:].softmax(-1)), -1)
+        gy, gx = torch.meshgrid(torch.arange(ny, device=p.device), torch.arange(nx, device=p.device), indexing="ij")
+        grid = torch.stack((gx, gy), -1).view(1, 1, ny, nx, 2).float()
+        anchor_wh = torch.tensor(a, dtype=torch.float32, device=p.device).view(1, na, 1, 1, 2)
+        xy = (y[..., 0:2] * 2 - 0.5 + grid) * s
+        wh = (y[..., 2:4] * 2) ** 2 * anchor_wh
+        out.append(torch.cat((xy, wh, y[..., 4:]), -1).view(bs, -1, no))
+    return torch.cat(out, 1)
+
+
+def ort_session_options():
+    """onnxruntime options using as many intra-op threads as torch does (one knob for both runtimes)."""
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    return options
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the backend
+# ----------------------------------------------------------------------------------------------------------------
+class DetectMultiBackend(nn.Module):
+    """One detector interface over ``.pt`` / TorchScript / lite interpreter / ONNX Runtime (/ OpenCV DNN) weights.
+
+    Attributes read by detect.py / val.py: ``pt``, ``jit``, ``ptl``, ``onnx``, ``dnn`` (format flags), ``stride``
+    (int, max stride), ``names`` (list), ``nc``, ``cls_act``, ``fp16``, ``device``, ``imgsz`` ((h, w) the export was
+    made at, None for .pt), ``batch_size`` (export batch, None for .pt), ``dynamic``, ``raw`` (export holds raw
+    heads), ``fixed_shape`` ((h, w) every input must have, or None), ``metadata`` (dict), ``model`` (the torch
+    module for .pt / TorchScript).
+    """
+
+    def __init__(self, weights: Union[PathLike, Sequence[PathLike]] = "yolov5s.pt",
+                 device: Union[torch.device, str, None] = None, dnn: bool = False, data: Optional[PathLike] = None,
+                 fp16: bool = False, fuse: bool = True):
+        super().__init__()
+        paths = [str(w) for w in (weights if isinstance(weights, (list, tuple)) else [weights])]
+        if not paths:
+            raise BackendError("no weights given")
+        kinds = [weights_kind(w) for w in paths]  # suffix errors before anything is loaded
+        if len(paths) > 1 and any(k != "pt" for k in kinds):
+            raise BackendError(f"an ensemble of several weights needs .pt files, got {paths}")
+        kind = kinds[0]
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.pt, self.jit, self.ptl, self.onnx = (kind == "pt", kind == "jit", kind == "ptl", kind == "onnx")
+        self.dnn = bool(dnn and self.onnx)
+        self.engine = False  # TensorRT is not supported; kept because upstream scripts read it
+        self.fp16 = bool(fp16 and self.device.type == "cuda")
+        if fp16 and not self.fp16:
+            LOGGER.warning("WARNING: --half needs a CUDA device, running in FP32")
+        self.weights = paths if len(paths) > 1 else paths[0]
+        if not self.pt and not Path(paths[0]).is_file():  # .pt: attempt_load reports (or downloads) it
+            raise FileNotFoundError(f"weights not found: '{paths[0]}'")
+
+        self.model: Optional[nn.Module] = None
+        self.session = None
+        self.net = None
+        self.metadata: Dict[str, Any] = {}
+        if self.pt:
+            self._load_pt(paths, fuse)
+        else:
+            self._load_export(paths[0], kind)
+        if not self.names and data:
+            self.names = _names_from_data(data)
+        if not self.names:
+            self.names = [f"class{i}" for i in range(self.nc)] if self.nc else []
+        self.nc = self.nc or len(self.names)
+
+    # -- loading ----------------------------------------------------------------------------------------------
+    def _load_pt(self, paths: List[str], fuse: bool) -> None:
+        from models.experimental import attempt_load
+
+        model = attempt_load(paths if len(paths) > 1 else paths[0], map_location=self.device, fuse=fuse)
+        try:  # the CPU fast path (fuse, eval, channels_last) when utils.torch_utils provides it
+            from utils.torch_utils import prepare_for_inference
+        except ImportError:
+            prepare_for_inference = None
+        if prepare_for_inference is not None and fuse:
+            model = prepare_for_inference(model, self.device)
+        model = model.to(self.device).eval()
+        if self.fp16:
+            model.half()
+        self.model = model
+        strides = getattr(model, "stride", None)
+        self.strides = [float(s) for s in strides] if strides is not None else [32.0]
+        self.stride = int(max(self.strides))
+        self.names = normalize_names(getattr(model, "names", None))
+        self.nc = len(self.names)
+        self.cls_act = str(getattr(model, "cls_act", "sigmoid"))
+        self.raw, self.dynamic = False, True
+        self.imgsz, self.batch_size = None, None
+        self.output_names = ["output"]
+
+    def _load_export(self, w: str, kind: str) -> None:
+        meta = read_metadata(w)
+        self.metadata = meta
+        if kind in ("jit", "ptl"):
+            if kind == "jit":
+                model = torch.jit.load(w, map_location=self.device)
+            else:
+                from torch.jit.mobile import _load_for_lite_interpreter
+                model = _load_for_lite_interpreter(w, map_location=self.device)
+            if kind == "jit":
+                model = model.half() if self.fp16 else model.float()
+                model.eval()
+            self.model = model
+        elif self.dnn:
+            import cv2
+            self.net = cv2.dnn.readNetFromONNX(w)
+        else:
+            import onnxruntime as ort
+            providers = ["CPUExecutionProvider"]
+            if self.device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+                providers.insert(0, "CUDAExecutionProvider")
+            self.session = ort.InferenceSession(w, sess_options=ort_session_options(), providers=providers)
+            inp = self.session.get_inputs()[0]
+            self._input_name = inp.name
+            self.fp16 = inp.type == "tensor(float16)"
+            self.output_names = [o.name for o in self.session.get_outputs()]
+
+        self.strides = [float(s) for s in meta.get("strides", [])] or [float(meta.get("stride", 32))]
+        self.stride = int(meta.get("stride", max(self.strides)))
+        self.names = normalize_names(meta.get("names"), meta.get("nc"))
+        self.nc = int(meta.get("nc", len(self.names)))
+        self.cls_act = str(meta.get("cls_act", "sigmoid"))
+        self.raw = meta.get("output", "decoded") == "raw"
+        imgsz = meta.get("imgsz", meta.get("shape", [None, None, None, None])[-2:] if "shape" in meta else None)
+        self.imgsz = tuple(int(x) for x in imgsz) if imgsz and None not in imgsz else None
+        batch = meta.get("batch", meta["shape"][0] if "shape" in meta else None)
+        self.batch_size = int(batch) if batch is not None else None
+        self.dynamic = bool(meta.get("dynamic", False)) and self.onnx
+        if self.raw and ("anchors" not in meta or "strides" not in meta):
+            raise BackendError(f"'{w}' holds raw head outputs but no anchors/strides metadata to decode them; "
+                               f"re-export it with export.py (the default decoded output needs no metadata)")
+        if not meta:
+            LOGGER.warning(f"WARNING: '{w}' has no export metadata: assuming stride 32, sigmoid classes, "
+                           f"generic class names (pass --data for names)")
+
+    # -- properties -------------------------------------------------------------------------------------------
+    @property
+    def fixed_shape(self) -> Optional[Tuple[int, int]]:
+        """(h, w) every input must have (fixed-shape exports), None when any stride-multiple shape is accepted."""
+        if self.pt or self.dynamic:
+            return None
+        return self.imgsz
+
+    # -- inference --------------------------------------------------------------------------------------------
+    def forward(self, im: torch.Tensor, augment: bool = False, visualize: bool = False, val: bool = False):
+        """``im`` (bs, 3, h, w) float in [0, 1] -> decoded (bs, N, 5 + nc); ``val=True`` returns ``(pred, [])``."""
+        if self.pt:
+            x = im.half() if self.fp16 else im.float()
+            if self.device.type == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last)  # matches prepare_for_inference's layout
+            y = self.model(x, augment=augment) if augment else self.model(x)
+            y = y[0] if isinstance(y, (tuple, list)) else y
+        else:
+            if augment:
+                LOGGER.warning("WARNING: --augment (TTA) needs .pt weights, ignored for exported models")
+            self._check_shape(im)
+            y = self._forward_fixed_batch(im)
+        y = y.float() if y.dtype != torch.float32 else y
+        return (y, []) if val else y
+
+    def _check_shape(self, im: torch.Tensor) -> None:
+        fixed = self.fixed_shape
+        if fixed is not None and tuple(im.shape[2:]) != tuple(fixed):
+            raise BackendError(f"'{self.weights}' was exported for {fixed[0]}x{fixed[1]} inputs, got "
+                               f"{im.shape[2]}x{im.shape[3]}: use --imgsz {fixed[0]} {fixed[1]} or re-export "
+                               f"with --dynamic (ONNX)")
+
+    def _forward_fixed_batch(self, im: torch.Tensor) -> torch.Tensor:
+        """Run in chunks of the export batch size, zero-padding the last chunk (fixed-batch exports)."""
+        b = self.batch_size if (self.batch_size and not self.dynamic) else None
+        if b is None or im.shape[0] == b:
+            return self._run_export(im)
+        outs = []
+        for i in range(0, im.shape[0], b):
+            chunk = im[i:i + b]
+            n = chunk.shape[0]
+            if n < b:
+                chunk = torch.cat((chunk, chunk.new_zeros((b - n, *chunk.shape[1:]))), 0)
+            outs.append(self._run_export(chunk)[:n])
+        return torch.cat(outs, 0)
+
+    def _run_export(self, im: torch.Tensor) -> torch.Tensor:
+        if self.jit or self.ptl:
+            x = im.half() if self.fp16 else im.float()
+            y = self.model(x)
+            outputs = list(y) if isinstance(y, (tuple, list)) else [y]
+        elif self.dnn:
+            x = im.cpu().float().numpy()
+            self.net.setInput(x)
+            outputs = [torch.from_numpy(np.ascontiguousarray(o)) for o in self.net.forward(self.net.getUnconnectedOutLayersNames())]
+        else:
+            x = im.cpu().numpy().astype(np.float16 if self.fp16 else np.float32)
+            outputs = [torch.from_numpy(o) for o in self.session.run(None, {self._input_name: x})]
+        outputs = [o.to(self.device) for o in outputs]
+        if self.raw:
+            return decode_raw_outputs(outputs, self.metadata["anchors"], self.metadata["strides"], self.cls_act)
+        # decoded exports have one output; v5.0 '--grid' files list the raw maps after the decoded tensor
+        return next(o for o in outputs if o.ndim == 3)
+
+    def warmup(self, imgsz: Tuple[int, int, int, int] = (1, 3, 640, 640)) -> None:
+        """One forward pass on zeros so the first real image is timed fairly (lazy init, ORT graph setup)."""
+        if self.fixed_shape is not None:
+            imgsz = (self.batch_size or imgsz[0], 3, *self.fixed_shape)
+        im = torch.zeros(imgsz, dtype=torch.half if (self.fp16 and not self.onnx) else torch.float,
+                         device=self.device)
+        with torch.no_grad():
+            self.forward(im)
+
+
+def _names_from_data(data: PathLike) -> List[str]:
+    """Class names from a dataset yaml (``names`` list or dict; ``nc`` alone gives '0', '1', ...)."""
+    import yaml
+    path = Path(data)
+    if not path.is_file():
+        raise FileNotFoundError(f"--data '{data}' not found")
+    with open(path, errors="ignore") as f:
+        d = yaml.safe_load(f) or {}
+    return normalize_names(d.get("names"), d.get("nc"))
