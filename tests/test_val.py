@@ -350,6 +350,12 @@ def test_study_writes_txt_zip_and_plot(tmp_path, monkeypatch):
     assert (tmp_path / "study.zip").is_file() and (tmp_path / "study.png").stat().st_size > 1000
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["exp"]  # one run dir for the whole study
 
+    seen = []
+    monkeypatch.setattr(val, "run", lambda **kw: seen.append(kw) or ((0.0,) * 7, np.zeros(3), (0.0,) * 3))
+    val.main(val.parse_opt(["--task", "speed", "--data", str(data), "--weights", "a.pt", "b.pt"]))
+    assert [(k["weights"], k["conf_thres"], k["iou_thres"], k["save_json"], k["plots"]) for k in seen] == \
+        [("a.pt", 0.25, 0.45, False, False), ("b.pt", 0.25, 0.45, False, False)]  # v5.0 speed benchmark
+
 
 # --------------------------------------------------------------------------------------------------------------
 # command line
