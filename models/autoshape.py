@@ -163,7 +163,7 @@ class Detections:
 
     def _draw(self, i: int) -> np.ndarray:
         import cv2
-        im = self.imgs[i] if self.imgs[i].flags.writeable else self.imgs[i].copy()
+        im = self.imgs[i].copy()  # never draw on the caller's array
         lw = max(round(sum(im.shape[:2]) / 2 * 0.003), 2)
         for *box, conf, cls in reversed(self.pred[i].tolist()):
             c = int(cls)

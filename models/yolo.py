@@ -203,16 +203,31 @@ class Model(nn.Module):
         return x
 
     def _probe(self, img: torch.Tensor) -> List[torch.Tensor]:
-        """Feature maps entering the Detect head for ``img`` (eval mode: BN running stats stay untouched)."""
+        """Feature maps entering the Detect head for ``img`` (only their shapes are used).
+
+        Runs on the meta device (shapes without arithmetic, so building even x6 costs no real forward); a
+        block whose forward needs real values falls back to a real eval-mode forward (BN stats untouched).
+        """
         modes = {m: m.training for m in self.modules()}
         self.eval()
         try:
-            with torch.no_grad():
-                feats = self._forward_once(img, stop_at=self.model[-1])
+            try:
+                return self._probe_meta(img)
+            except Exception:  # e.g. data-dependent Python control flow in a custom block
+                with torch.no_grad():
+                    return self._forward_once(img, stop_at=self.model[-1])
         finally:
             for m, mode in modes.items():
                 m.training = mode
-        return feats
+
+    def _probe_meta(self, img: torch.Tensor) -> List[torch.Tensor]:
+        from torch.func import functional_call
+
+        runner = _HeadInputs(self)
+        meta = {f"model.{k}": torch.empty_like(v, device="meta")
+                for k, v in [*self.named_parameters(), *self.named_buffers()]}
+        with torch.no_grad():
+            return functional_call(runner, meta, (img.to("meta"),))
 
     def _profile_layer(self, m: nn.Module, x, dt: List[float]) -> None:
         try:
@@ -320,9 +335,23 @@ class Model(nn.Module):
 
     def info(self, verbose: bool = False, img_size: Union[int, Sequence[int]] = 640) -> None:
         model_info(self, verbose, img_size)
+        m = self._detect_head()
+        if m is not None:  # drop grids cached by the (meta-device) FLOPs pass
+            m.grid = [torch.zeros(1)] * m.nl
 
 
 DetectionModel = Model  # v7.0 name
+
+
+class _HeadInputs(nn.Module):
+    """Runs a Model up to its Detect layer and returns that layer's inputs (used by the stride probe)."""
+
+    def __init__(self, model: Model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        return self.model._forward_once(x, stop_at=self.model.model[-1])
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Model:

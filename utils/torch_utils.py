@@ -201,7 +201,9 @@ def count_flops(model: nn.Module, *inputs: torch.Tensor) -> float:
     """FLOPs (= 2 x multiply-accumulates) of one forward of ``model`` on ``inputs``, counted with forward hooks.
 
     Conv2d: out_elements x (cin/groups x kh x kw + bias); BatchNorm2d: 2 x elements; Linear: in x out_elements.
-    The forward runs in eval mode under no_grad, so BatchNorm running statistics are not touched.
+    Only output shapes matter, so the forward runs on the meta device (no arithmetic); models whose forward
+    needs real values fall back to a real forward. Either way it runs in eval mode under no_grad, so BatchNorm
+    running statistics are not touched.
     """
     total = [0.0]
     handles = []
@@ -214,13 +216,25 @@ def count_flops(model: nn.Module, *inputs: torch.Tensor) -> float:
     try:
         model.eval()
         with torch.no_grad():
-            model(*inputs)
+            try:
+                _meta_forward(model, inputs)
+            except Exception:  # e.g. data-dependent control flow: count on a real forward instead
+                total[0] = 0.0
+                model(*inputs)
     finally:
         for h in handles:
             h.remove()
         for m, mode in modes.items():
             m.training = mode
     return 2 * total[0]
+
+
+def _meta_forward(model: nn.Module, inputs: Sequence[torch.Tensor]):
+    """``model(*inputs)`` with every parameter, buffer and input replaced by a meta tensor (shapes only)."""
+    from torch.func import functional_call
+    meta = {k: torch.empty_like(v, device="meta") for k, v in [*model.named_parameters(), *model.named_buffers()]}
+    meta_inputs = tuple(x.to("meta") if isinstance(x, torch.Tensor) else x for x in inputs)
+    return functional_call(model, meta, meta_inputs)
 
 
 def model_info(model: nn.Module, verbose: bool = False, img_size: Union[int, Sequence[int]] = 640) -> None:
