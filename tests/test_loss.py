@@ -307,6 +307,10 @@ def test_hyp_selection_errors_and_defaults():
         ComputeLoss(_Net(3, dict(HYP_V50, box_loss="wiou")))
     with pytest.raises(KeyError, match="anchor_t"):
         ComputeLoss(_Net(3, {k: v for k, v in HYP_V50.items() if k != "anchor_t"}))
+    net = _Net(3, HYP_V50)
+    net.hyp = None
+    with pytest.raises(AttributeError, match="model.hyp"):
+        ComputeLoss(net)
     assert CLS_ACTIVATION == {"bce": "sigmoid", "ce": "softmax"}
 
 

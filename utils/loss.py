@@ -163,7 +163,10 @@ class ComputeLoss:
         model = de_parallel(model)
         det = model.model[-1]  # Detect
         device = next(model.parameters()).device
-        hyp = model.hyp
+        hyp = getattr(model, "hyp", None)
+        if not isinstance(hyp, Mapping):
+            raise AttributeError("ComputeLoss: model.hyp must be the hyperparameter dict (train.py attaches it "
+                                 f"before building the loss), got {type(hyp).__name__}")
         self.hyp = hyp
         self.gr = float(getattr(model, "gr", 1.0))
         self.cls_loss = get_cls_loss(hyp)
