@@ -159,9 +159,11 @@ def _generate(spec: Union[str, dict], root: Optional[Path], where: str) -> None:
         raise ValueError(f"{where}: unknown 'generate' options {sorted(unknown)} (n_train, n_val, img_size, seed)")
     if root is None:
         raise ValueError(f"{where}: 'generate: shapes' needs a 'path:' where the dataset is written")
-    from utils.shapes import generate_shapes
-    LOGGER.info(f"Generating the synthetic shapes dataset at {root} ...")
-    generate_shapes(root, **{k: int(v) for k, v in args.items()})
+    from utils.shapes import DEFAULTS, generate_shapes, is_generated
+    params = {**DEFAULTS, **{k: int(v) for k, v in args.items()}}
+    if not is_generated(root, **params):
+        LOGGER.info(f"Generating the synthetic shapes dataset at {root} ...")
+        generate_shapes(root, **params)
 
 
 def check_dataset(data: Union[str, Path, dict], autodownload: bool = True) -> dict:

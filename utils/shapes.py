@@ -31,6 +31,7 @@ NAMES = ["red circle", "green square", "blue triangle", "yellow star", "magenta 
 COLORS_BGR = [(40, 40, 215), (60, 175, 40), (215, 90, 30), (30, 215, 225), (200, 50, 200), (215, 210, 40),
               (20, 140, 250), (240, 240, 240)]
 _SPLITS = {"train": 0, "val": 1}
+DEFAULTS = {"n_train": 800, "n_val": 160, "img_size": 320, "seed": 0}  # what data/shapes.yaml generates
 MIN_SIZE, MAX_SIZE = 0.08, 0.50  # object extent as a fraction of the image's short side
 _SHIFT = 4  # sub-pixel bits for cv2 polygon drawing
 
