@@ -181,13 +181,18 @@ class Model(nn.Module):
         LOGGER.info("")
 
     # ------------------------------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, augment: bool = False, profile: bool = False):
+    def forward(self, x: torch.Tensor, augment: bool = False, profile: bool = False, visualize=False):
+        """Train mode: raw per-level maps; eval: ``(decoded, raw)``; ``augment``: TTA ``(decoded, None)``.
+        ``visualize`` (v6.0 argument): a directory to save per-layer feature-map images into."""
         if augment:
             return self._forward_augment(x)
-        return self._forward_once(x, profile)
+        return self._forward_once(x, profile, visualize=visualize)
 
-    def _forward_once(self, x: torch.Tensor, profile: bool = False, stop_at: Optional[nn.Module] = None):
+    def _forward_once(self, x: torch.Tensor, profile: bool = False, stop_at: Optional[nn.Module] = None,
+                      visualize=False):
         """Run the layers in order; with ``stop_at``, return that layer's input instead of running it."""
+        if visualize:
+            from utils.plots import feature_visualization
         y, dt = [], []
         for m in self.model:
             if m.f != -1:  # input from earlier layers
@@ -198,6 +203,8 @@ class Model(nn.Module):
                 self._profile_layer(m, x, dt)
             x = m(x)
             y.append(x if m.i in self.save else None)
+            if visualize:
+                feature_visualization(x, m.type, m.i, save_dir=visualize)
         if profile:
             LOGGER.info(f"{sum(dt):.1f}ms total")
         return x

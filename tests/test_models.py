@@ -395,3 +395,12 @@ def test_activations_match_torch():
     x = torch.linspace(-6, 6, 101)
     assert torch.allclose(SiLU()(x), nn.functional.silu(x), atol=1e-6)
     assert torch.allclose(Hardswish()(x), nn.functional.hardswish(x), atol=1e-6)
+
+
+def test_state_dict_keys_follow_upstream_layout(yolov5s):
+    keys = set(yolov5s.state_dict())
+    for k in ("model.0.conv.conv.weight", "model.0.conv.bn.running_mean", "model.2.cv1.conv.weight",
+              "model.2.m.0.cv2.bn.bias", "model.8.cv2.conv.weight", "model.24.m.0.weight", "model.24.m.2.bias",
+              "model.24.anchors", "model.24.anchor_grid"):
+        assert k in keys, k
+    assert yolov5s.state_dict()["model.24.anchor_grid"].shape == (3, 1, 3, 1, 1, 2)
