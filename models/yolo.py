@@ -10,7 +10,7 @@ import math
 import sys
 from copy import deepcopy
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Union
 
 FILE = Path(__file__).resolve()
 ROOT = FILE.parents[1]
@@ -91,13 +91,22 @@ class Detect(nn.Module):
                     or (g.is_inference() and not torch.is_inference_mode_enabled())):
                 self.grid[i] = self._make_grid(nx, ny, p)
             grid = self.grid[i]
+        if torch.is_autocast_enabled(p.device.type):
+            p = p.float()  # decode in fp32: bf16/fp16 cannot hold pixel coordinates to better than a few px
         if softmax:
             y = torch.cat((p[..., :5].sigmoid(), p[..., 5:].softmax(-1)), -1)
         else:
             y = p.sigmoid()
-        xy = (y[..., 0:2] * 2 - 0.5 + grid) * self.stride[i]  # cell offset in (-0.5, 1.5)
-        wh = (y[..., 2:4] * 2) ** 2 * self.anchor_grid[i]  # (0, 4) x anchor
-        return torch.cat((xy, wh, y[..., 4:]), -1)
+        stride, anchors = self.stride[i], self.anchor_grid[i]
+        if self.export or (torch.is_grad_enabled() and p.requires_grad):
+            # out-of-place: autograd-safe, and a plain graph for exporters
+            xy = (y[..., 0:2] * 2 - 0.5 + grid) * stride  # cell offset in (-0.5, 1.5)
+            wh = (y[..., 2:4] * 2) ** 2 * anchors  # (0, 4) x anchor
+            return torch.cat((xy, wh, y[..., 4:]), -1)
+        # inference: the same formulas written in place into the fresh sigmoid output (no extra copies)
+        y[..., 0:2] = (y[..., 0:2] * 2 - 0.5 + grid) * stride
+        y[..., 2:4] = (y[..., 2:4] * 2) ** 2 * anchors
+        return y
 
     @staticmethod
     def _make_grid(nx: int, ny: int, like: torch.Tensor) -> torch.Tensor:

@@ -198,6 +198,11 @@ def test_train_and_eval_outputs(yolov5s):
         ya, none = yolov5s(x, augment=True)
     assert none is None and ya.shape == (2, 3 * y.shape[1], 85)  # each scale padded back to 64x96
     assert torch.allclose(ya[:, :y.shape[1]], y)  # scale 1, no flip = the plain forward
+    y_grad, _ = yolov5s(x)  # grad enabled: the out-of-place decode, same numbers, differentiable
+    assert torch.allclose(y_grad, y, atol=1e-4) and y_grad.requires_grad
+    y_grad[..., :4].sum().backward()
+    assert yolov5s.model[-1].m[0].weight.grad is not None
+    yolov5s.zero_grad(set_to_none=True)
 
 
 def test_tta_undoes_the_flip(yolov5s):

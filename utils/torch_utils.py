@@ -423,6 +423,12 @@ def prepare_for_inference(model: nn.Module, device: Union[str, torch.device] = "
                     m.fuse()
             fold_batchnorms(model)  # anything not covered by a sub-model's own fuse()
     model.eval()
+    for m in model.modules():
+        # Conv-style blocks compute act(conv(x)): the activation input is a fresh tensor, so it can be
+        # overwritten (saves one allocation + write per layer, ~5% on CPU)
+        if (getattr(m, "forward_fuse", None) is not None
+                and isinstance(getattr(m, "act", None), (nn.SiLU, nn.Hardswish, nn.ReLU, nn.LeakyReLU))):
+            m.act.inplace = True
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
     return model
