@@ -115,23 +115,38 @@ class VideoSaver:
                 self.writers.pop(k).release()
 
 
-def _visualize_hooks(model: torch.nn.Module, save_dir: Path) -> List:
-    """Forward hooks dumping every layer's feature maps (utils.plots.feature_visualization) for .pt models."""
-    try:
+class FeatureDumper:
+    """Forward hooks that save each layer's feature maps (utils.plots.feature_visualization) of .pt models.
+
+    Only armed while an image is being processed, and each layer is saved once per image (TTA runs the layers
+    at three scales: only the first, full-scale pass is kept), to ``<save_dir>/<image stem>/``.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
         from utils.plots import feature_visualization
-    except ImportError:
-        LOGGER.warning("WARNING: --visualize needs utils.plots.feature_visualization, ignored")
-        return []
-    layers = getattr(model, "model", None)
-    if not isinstance(layers, torch.nn.Sequential):
-        LOGGER.warning("WARNING: --visualize works with single .pt models only, ignored")
-        return []
-    save_dir.mkdir(parents=True, exist_ok=True)
+        self._plot = feature_visualization
+        self.target: Optional[Path] = None
+        self.done: set = set()
+        layers = getattr(model, "model", None)
+        if not isinstance(layers, torch.nn.Sequential):
+            raise ValueError("--visualize works with a single .pt model only")
+        self.handles = [m.register_forward_hook(self._hook) for m in layers]
 
-    def hook(m, _inputs, output):
-        feature_visualization(output, getattr(m, "type", type(m).__name__), getattr(m, "i", 0), save_dir=save_dir)
+    def _hook(self, m: torch.nn.Module, _inputs, output) -> None:
+        i = getattr(m, "i", None)
+        if self.target is None or i in self.done or not isinstance(output, torch.Tensor):
+            return
+        self.done.add(i)
+        self._plot(output, getattr(m, "type", type(m).__name__), i, save_dir=self.target)
 
-    return [m.register_forward_hook(hook) for m in layers]
+    def arm(self, target: Optional[Path]) -> None:
+        self.target, self.done = target, set()
+        if target is not None:
+            target.mkdir(parents=True, exist_ok=True)
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
 
 
 @torch.no_grad()
@@ -188,11 +203,12 @@ def run(weights: Union[str, Sequence[str]] = "yolov5s.pt", source: str = "data/i
     # the run directory is created only once the model and the source have loaded
     save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
     (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
-    hooks = _visualize_hooks(model.model, save_dir / "features") if visualize and pt else []
-    if visualize and not pt:
-        LOGGER.warning("WARNING: --visualize works with .pt weights only, ignored")
-
     model.warmup(imgsz=(bs, 3, *imgsz))
+    dumper = None
+    if visualize and (not pt or len(weights) > 1):
+        LOGGER.warning("WARNING: --visualize works with a single .pt model only, ignored")
+    elif visualize:
+        dumper = FeatureDumper(model.model)
     videos = VideoSaver()
     seen, skipped, dt, t0 = 0, [], [0.0, 0.0, 0.0], time.time()
     iterator = iter(dataset)
@@ -213,7 +229,11 @@ def run(weights: Union[str, Sequence[str]] = "yolov5s.pt", source: str = "data/i
         if x.ndim == 3:
             x = x[None]
         t2 = time_synchronized()
+        if dumper is not None:
+            dumper.arm(save_dir / Path(path[0] if webcam else path).stem)
         pred = model(x, augment=augment)
+        if dumper is not None:
+            dumper.arm(None)
         t3 = time_synchronized()
         pred = non_max_suppression(pred, conf_thres, iou_thres, classes, agnostic_nms, max_det=max_det)
         t4 = time_synchronized()
@@ -255,8 +275,8 @@ def run(weights: Union[str, Sequence[str]] = "yolov5s.pt", source: str = "data/i
                 else:
                     videos.write(i, save_path, im0, vid_cap)
     videos.release()
-    for h in hooks:
-        h.remove()
+    if dumper is not None:
+        dumper.remove()
 
     if seen:
         t = tuple(1e3 * v / seen for v in dt)

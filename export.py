@@ -188,24 +188,61 @@ def trace(model: nn.Module, im: torch.Tensor) -> torch.jit.ScriptModule:
         return torch.jit.trace(model, im, strict=False, check_trace=False)
 
 
-def export_torchscript(model: nn.Module, im: torch.Tensor, file: Path, metadata: Dict[str, Any],
-                       optimize: bool = False, prefix: str = colorstr("TorchScript:")) -> Path:
-    LOGGER.info(f"\n{prefix} starting export with torch {torch.__version__}...")
+def second_shape(metadata: Dict[str, Any]) -> Tuple[int, int, int]:
+    """(batch, h, w) unlike the export shape, used to check that a graph is really shape-generic."""
+    gs, (h, w) = metadata["stride"], metadata["imgsz"]
+    return metadata["batch"] + 1, max(gs, h - gs), w + gs
+
+
+def shape_generic(ts: torch.jit.ScriptModule, model: nn.Module, metadata: Dict[str, Any], device: torch.device,
+                  dtype: torch.dtype) -> bool:
+    """Does the traced module reproduce the PyTorch model at another batch size and image shape?
+
+    Tracing records shapes as graph values when the model reads them from its tensors (the export-mode Detect
+    builds its grid that way), so the trace usually generalises; this checks it rather than assuming it.
+    """
+    b, h, w = second_shape(metadata)
+    im2 = sample_images((h, w), b)[0].to(device).type(dtype)
+    try:
+        with torch.no_grad():
+            ref, out = model(im2), ts(im2)
+    except RuntimeError:
+        return False
+    ref = list(ref) if isinstance(ref, (tuple, list)) else [ref]
+    out = [t.float().cpu() for t in (out if isinstance(out, (tuple, list)) else [out])]
+    return compare_outputs(ref, out, metadata["output"] == "raw", max(h, w), half=metadata["half"])[0]
+
+
+def _traced_for_file(model: nn.Module, im: torch.Tensor, metadata: Dict[str, Any], mobile: bool,
+                     prefix: str) -> Tuple[torch.jit.ScriptModule, Dict[str, Any]]:
+    """Trace (+ optimize_for_mobile), then record whether the result accepts any input shape."""
     ts = trace(model, im)
-    if optimize:
+    if mobile:
         ts = _mobile_optimize(ts, prefix)
+    dynamic = shape_generic(ts, model, metadata, im.device, im.dtype)
+    if not dynamic:
+        LOGGER.info(f"{prefix} the traced graph is specific to {tuple(im.shape)} inputs (recorded as fixed-shape)")
+    return ts, {**metadata, "dynamic": dynamic}
+
+
+def export_torchscript(model: nn.Module, im: torch.Tensor, file: Path, metadata: Dict[str, Any],
+                       optimize: bool = False, prefix: str = colorstr("TorchScript:")) -> Dict[str, Any]:
+    """Write ``file``; returns the metadata stored in it (``dynamic`` as measured on the trace)."""
+    LOGGER.info(f"\n{prefix} starting export with torch {torch.__version__}...")
+    ts, metadata = _traced_for_file(model, im, metadata, optimize, prefix)
     ts.save(str(file), _extra_files={CONFIG_FILE: json.dumps(metadata)})
-    return file
+    return metadata
 
 
 def export_ptl(model: nn.Module, im: torch.Tensor, file: Path, metadata: Dict[str, Any],
-               prefix: str = colorstr("TorchScript-Lite:")) -> Path:
+               prefix: str = colorstr("TorchScript-Lite:")) -> Dict[str, Any]:
+    """Write a lite-interpreter ``file`` (optimize_for_mobile applied when XNNPACK is available)."""
     LOGGER.info(f"\n{prefix} starting export with torch {torch.__version__}...")
-    ts = _mobile_optimize(trace(model, im), prefix)
+    ts, metadata = _traced_for_file(model, im, metadata, True, prefix)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "Lite Interpreter is deprecated" notice
         ts._save_for_lite_interpreter(str(file), _extra_files={CONFIG_FILE: json.dumps(metadata)})
-    return file
+    return metadata
 
 
 def export_onnx(model: nn.Module, im: torch.Tensor, file: Path, metadata: Dict[str, Any], opset: int = 12,
@@ -270,12 +307,12 @@ def run_exported(file: Path, fmt: str, im: torch.Tensor) -> List[torch.Tensor]:
         session = ort.InferenceSession(str(file), sess_options=ort_session_options(), providers=providers)
         x = im.cpu().numpy()
         return [torch.from_numpy(o).float() for o in session.run(None, {session.get_inputs()[0].name: x})]
-    if fmt == "torchscript":
-        ts = torch.jit.load(str(file), map_location=im.device)
-    else:
-        from torch.jit.mobile import _load_for_lite_interpreter
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's deprecation notices for torch.jit.load / the lite interpreter
+        if fmt == "torchscript":
+            ts = torch.jit.load(str(file), map_location=im.device)
+        else:
+            from torch.jit.mobile import _load_for_lite_interpreter
             ts = _load_for_lite_interpreter(str(file), map_location=im.device)
     with torch.no_grad():
         y = ts(im)
@@ -316,8 +353,8 @@ def verify_export(file: Path, fmt: str, model: nn.Module, im: torch.Tensor, meta
     stored = read_metadata(file)
     if stored != metadata:
         raise ExportError(f"{file}: metadata read back {stored} differs from the metadata written {metadata}")
-    line = f"{prefix} verified with {'onnxruntime' if fmt == 'onnx' else 'torch.jit'} on {what} " \
-           f"{tuple(im.shape)}: {msg}"
+    runtime = {"onnx": "onnxruntime", "torchscript": "torch.jit.load", "ptl": "the lite interpreter"}[fmt]
+    line = f"{prefix} verified with {runtime} on {what} {tuple(im.shape)}: {msg}"
     LOGGER.info(line)
     return msg
 
@@ -405,11 +442,9 @@ def run(weights: Sequence[str] | str = ("yolov5s.pt",), imgsz: Sequence[int] = (
 def export_and_verify(fmt: str, exportable: nn.Module, im: torch.Tensor, f: Path, metadata: Dict[str, Any],
                       what: str, optimize: bool = False, opset: int = 12, simplify: bool = False,
                       prefix: str = "") -> Path:
-    """Write one format and check it against the PyTorch model (and, for dynamic ONNX, at a second shape)."""
-    if fmt != "onnx":
-        metadata = {**metadata, "dynamic": False}  # traced TorchScript keeps the export shape
+    """Write one format and check it against the PyTorch model (dynamic files also at a second shape)."""
     if fmt == "torchscript":
-        export_torchscript(exportable, im, f, metadata, optimize=optimize, prefix=prefix)
+        metadata = export_torchscript(exportable, im, f, metadata, optimize=optimize, prefix=prefix)
     elif fmt == "onnx":
         export_onnx(exportable, im, f, metadata, opset=opset, dynamic=metadata["dynamic"], simplify=simplify,
                     prefix=prefix)
@@ -418,12 +453,11 @@ def export_and_verify(fmt: str, exportable: nn.Module, im: torch.Tensor, f: Path
             # lite-interpreter models run on mobile CPUs: an FP16 / CUDA export traces a float CPU copy for them
             exportable, im = copy.deepcopy(exportable).float().cpu(), im.float().cpu()
             metadata = {**metadata, "half": False}
-        export_ptl(exportable, im, f, metadata, prefix=prefix)
+        metadata = export_ptl(exportable, im, f, metadata, prefix=prefix)
     verify_export(f, fmt, exportable, im, metadata, what, prefix)
-    if fmt == "onnx" and metadata["dynamic"]:  # a dynamic graph must also be right at a shape it was not traced at
-        gs = metadata["stride"]
-        h, w = metadata["imgsz"]
-        im2, what2 = sample_images((max(gs, h - gs), w + gs), metadata["batch"] + 1)
+    if metadata["dynamic"]:  # a shape-generic file must also be right at a shape it was not traced at
+        b, h, w = second_shape(metadata)
+        im2, what2 = sample_images((h, w), b)
         verify_export(f, fmt, exportable, im2.to(im.device).type_as(im), metadata, what2, prefix)
     return f
 
@@ -439,7 +473,8 @@ def parse_opt(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--inplace", action="store_true", help="set Detect() inplace=True")
     parser.add_argument("--train", action="store_true", help="export the raw per-level head maps (no decoding)")
     parser.add_argument("--optimize", action="store_true", help="TorchScript: optimize_for_mobile (needs XNNPACK)")
-    parser.add_argument("--dynamic", action="store_true", help="ONNX: dynamic batch / height / width axes")
+    parser.add_argument("--dynamic", action="store_true",
+                        help="ONNX: dynamic batch / height / width axes (TorchScript is checked for it by itself)")
     parser.add_argument("--simplify", action="store_true", help="ONNX: simplify the graph (onnxslim / onnxsim)")
     parser.add_argument("--opset", type=int, default=12, help="ONNX opset version")
     parser.add_argument("--grid", action="store_true", help="v5.0 flag: decoded output (already the default)")

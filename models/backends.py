@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import json
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -170,6 +171,8 @@ class DetectMultiBackend(nn.Module):
             raise FileNotFoundError(f"weights not found: '{paths[0]}'")
 
         self.model: Optional[nn.Module] = None
+        self._input_shape: Optional[list] = None
+        self._warned_augment = False
         self.session = None
         self.net = None
         self.metadata: Dict[str, Any] = {}
@@ -212,11 +215,13 @@ class DetectMultiBackend(nn.Module):
         meta = read_metadata(w)
         self.metadata = meta
         if kind in ("jit", "ptl"):
-            if kind == "jit":
-                model = torch.jit.load(w, map_location=self.device)
-            else:
-                from torch.jit.mobile import _load_for_lite_interpreter
-                model = _load_for_lite_interpreter(w, map_location=self.device)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch's deprecation notices for both loaders
+                if kind == "jit":
+                    model = torch.jit.load(w, map_location=self.device)
+                else:
+                    from torch.jit.mobile import _load_for_lite_interpreter
+                    model = _load_for_lite_interpreter(w, map_location=self.device)
             if kind == "jit":
                 model = model.half() if self.fp16 else model.float()
                 model.eval()
@@ -232,6 +237,7 @@ class DetectMultiBackend(nn.Module):
             self.session = ort.InferenceSession(w, sess_options=ort_session_options(), providers=providers)
             inp = self.session.get_inputs()[0]
             self._input_name = inp.name
+            self._input_shape = list(inp.shape)  # ints for fixed axes, names (str) / None for dynamic ones
             self.fp16 = inp.type == "tensor(float16)"
             self.output_names = [o.name for o in self.session.get_outputs()]
 
@@ -239,19 +245,38 @@ class DetectMultiBackend(nn.Module):
         self.stride = int(meta.get("stride", max(self.strides)))
         self.names = normalize_names(meta.get("names"), meta.get("nc"))
         self.nc = int(meta.get("nc", len(self.names)))
+        if not self.nc and self.session is not None:  # no metadata: 5 + nc columns in the decoded output
+            width = self.session.get_outputs()[0].shape[-1]
+            self.nc = width - 5 if isinstance(width, int) and width > 5 else 0
         self.cls_act = str(meta.get("cls_act", "sigmoid"))
         self.raw = meta.get("output", "decoded") == "raw"
-        imgsz = meta.get("imgsz", meta.get("shape", [None, None, None, None])[-2:] if "shape" in meta else None)
-        self.imgsz = tuple(int(x) for x in imgsz) if imgsz and None not in imgsz else None
-        batch = meta.get("batch", meta["shape"][0] if "shape" in meta else None)
-        self.batch_size = int(batch) if batch is not None else None
-        self.dynamic = bool(meta.get("dynamic", False)) and self.onnx
+        self._set_geometry(meta)
         if self.raw and ("anchors" not in meta or "strides" not in meta):
             raise BackendError(f"'{w}' holds raw head outputs but no anchors/strides metadata to decode them; "
                                f"re-export it with export.py (the default decoded output needs no metadata)")
         if not meta:
             LOGGER.warning(f"WARNING: '{w}' has no export metadata: assuming stride 32, sigmoid classes, "
                            f"generic class names (pass --data for names)")
+
+    def _set_geometry(self, meta: Dict[str, Any]) -> None:
+        """``imgsz``, ``batch_size`` (None = any batch) and ``dynamic`` (any stride-multiple h, w).
+
+        For ONNX Runtime the graph's input shape is the truth (this also covers files without our metadata);
+        TorchScript / OpenCV DNN rely on the metadata ('imgsz' / 'batch' here, 'shape' in upstream v7 files).
+        """
+        if self._input_shape is not None:
+            b, _, h, w = self._input_shape
+            fixed_hw = isinstance(h, int) and isinstance(w, int)
+            self.dynamic = not fixed_hw
+            self.imgsz = (h, w) if fixed_hw else (tuple(meta["imgsz"]) if meta.get("imgsz") else None)
+            self.batch_size = b if isinstance(b, int) else None
+            return
+        shape = meta.get("shape") or [None] * 4
+        imgsz = meta.get("imgsz") or shape[2:4]
+        self.imgsz = tuple(int(x) for x in imgsz) if all(isinstance(x, int) for x in imgsz) else None
+        batch = meta.get("batch", shape[0])
+        self.dynamic = bool(meta.get("dynamic", False))  # TorchScript: export.py verified it at a second shape
+        self.batch_size = int(batch) if isinstance(batch, int) and not self.dynamic else None
 
     # -- properties -------------------------------------------------------------------------------------------
     @property
@@ -271,8 +296,9 @@ class DetectMultiBackend(nn.Module):
             y = self.model(x, augment=augment) if augment else self.model(x)
             y = y[0] if isinstance(y, (tuple, list)) else y
         else:
-            if augment:
+            if augment and not self._warned_augment:
                 LOGGER.warning("WARNING: --augment (TTA) needs .pt weights, ignored for exported models")
+                self._warned_augment = True
             self._check_shape(im)
             y = self._forward_fixed_batch(im)
         y = y.float() if y.dtype != torch.float32 else y
@@ -287,7 +313,7 @@ class DetectMultiBackend(nn.Module):
 
     def _forward_fixed_batch(self, im: torch.Tensor) -> torch.Tensor:
         """Run in chunks of the export batch size, zero-padding the last chunk (fixed-batch exports)."""
-        b = self.batch_size if (self.batch_size and not self.dynamic) else None
+        b = self.batch_size
         if b is None or im.shape[0] == b:
             return self._run_export(im)
         outs = []
@@ -307,7 +333,8 @@ class DetectMultiBackend(nn.Module):
         elif self.dnn:
             x = im.cpu().float().numpy()
             self.net.setInput(x)
-            outputs = [torch.from_numpy(np.ascontiguousarray(o)) for o in self.net.forward(self.net.getUnconnectedOutLayersNames())]
+            names = self.net.getUnconnectedOutLayersNames()
+            outputs = [torch.from_numpy(np.ascontiguousarray(o)) for o in self.net.forward(names)]
         else:
             x = im.cpu().numpy().astype(np.float16 if self.fp16 else np.float32)
             outputs = [torch.from_numpy(o) for o in self.session.run(None, {self._input_name: x})]

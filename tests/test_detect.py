@@ -181,18 +181,23 @@ def test_txt_list_glob_and_class_filter(assets, tmp_path):
     assert set(classes.tolist()) == {1.0}  # unfiltered, s1.png also has a class-2 box
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "ptl"])
-def test_exported_weights_give_the_same_detections(assets, tmp_path, fmt):
+@pytest.mark.parametrize("fmt,dynamic,folder", [("onnx", False, 3), ("onnx", True, 2), ("torchscript", False, 2),
+                                                ("ptl", False, 2)])
+def test_exported_weights_give_the_same_detections(assets, tmp_path, fmt, dynamic, folder):
+    """Same labels as the .pt. Non-square images (folder 2) need a shape-generic file: TorchScript always is
+    (export.py checks it), ONNX with --dynamic; a static ONNX letterboxes to its square export size (folder 3)."""
     import export
-    d, w, _, square, _ = assets
+    w, source = assets[1], assets[folder]
     wf = tmp_path / "tiny.pt"
     wf.write_bytes(w.read_bytes())
-    (f,) = export.run(weights=[str(wf)], imgsz=[128], include=[fmt])
-    ref = run_detect(weights=str(wf), source=str(square), project=str(tmp_path), name="pt", save_txt=True,
+    (f,) = export.run(weights=[str(wf)], imgsz=[128], include=[fmt], dynamic=dynamic)
+    ref = run_detect(weights=str(wf), source=str(source), project=str(tmp_path), name="pt", save_txt=True,
                      save_conf=True)
-    out = run_detect(weights=str(f), source=str(square), project=str(tmp_path), name=fmt, save_txt=True,
+    out = run_detect(weights=str(f), source=str(source), project=str(tmp_path), name=fmt, save_txt=True,
                      save_conf=True)
-    for stem in ("s1", "s2"):
+    stems = sorted(p.stem for p in (ref / "labels").glob("*.txt"))
+    assert len(stems) == 2 and stems == sorted(p.stem for p in (out / "labels").glob("*.txt"))
+    for stem in stems:
         a, b = read_labels(ref / "labels" / f"{stem}.txt"), read_labels(out / "labels" / f"{stem}.txt")
         assert len(a) > 3 and a.shape == b.shape
         np.testing.assert_allclose(b, a, atol=2e-3)

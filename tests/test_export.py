@@ -111,12 +111,14 @@ def test_files_names_and_metadata(wdir, soft_exports):
     assert json.loads(props["names"]) == NAMES and json.loads(props["stride"]) == 32
     assert json.loads(props["imgsz"]) == [IMG, IMG] and props["output"] == "decoded"
     assert json.loads(props["strides"]) == [8.0, 16.0, 32.0]
+    assert json.loads(props["dynamic"]) is False  # static ONNX unless --dynamic (upstream default)
     # TorchScript extra file, read through torch's own API
     extra = {"config.txt": ""}
     torch.jit.load(str(wdir / "soft.torchscript.pt"), _extra_files=extra)
     cfg = json.loads(extra["config.txt"])
     assert cfg["cls_act"] == "softmax" and cfg["names"] == NAMES and cfg["imgsz"] == [IMG, IMG]
     assert cfg["anchors"][0] == [10, 13, 16, 30, 33, 23]  # pixel anchors of P3
+    assert cfg["dynamic"] is True  # the trace was checked at a second shape before saving
     with zipfile.ZipFile(wdir / "soft.torchscript.ptl") as z:  # the lite archive carries the same file
         entry = next(n for n in z.namelist() if n.endswith("extra/config.txt"))
         assert json.loads(z.read(entry))["cls_act"] == "softmax"
@@ -178,7 +180,7 @@ def test_dynamic_onnx_runs_at_other_shapes(wdir, tmp_path):
     torch.testing.assert_close(out, torch_reference(w, im), atol=2e-3, rtol=1e-4)
 
 
-def test_backend_api(wdir, soft_exports):
+def test_backend_api(wdir, soft_exports, tmp_path):
     from models.backends import BackendError, DetectMultiBackend
     for f in [wdir / "soft.pt", *soft_exports.values()]:
         b = DetectMultiBackend(f)
@@ -192,6 +194,18 @@ def test_backend_api(wdir, soft_exports):
     torch.testing.assert_close(y[1:2], onnx_backend(im[1:2]))
     with pytest.raises(BackendError, match=f"exported for {IMG}x{IMG}"):
         onnx_backend(torch.rand(1, 3, 32, 64))
+    ts_backend = DetectMultiBackend(soft_exports[".torchscript.pt"])  # shape-generic trace: any shape, any batch
+    assert ts_backend.fixed_shape is None and ts_backend.batch_size is None
+    x = torch.rand(2, 3, 32, 96)
+    torch.testing.assert_close(ts_backend(x), torch_reference(wdir / "soft.pt", x), atol=2e-3, rtol=1e-4)
+    # a third-party ONNX file without metadata still runs: geometry from the graph, nc from the output width
+    import onnx
+    bare = onnx.load(str(soft_exports[".onnx"]))
+    del bare.metadata_props[:]
+    onnx.save(bare, str(tmp_path / "bare.onnx"))
+    b = DetectMultiBackend(tmp_path / "bare.onnx")
+    assert (b.fixed_shape, b.batch_size, b.nc, b.names) == ((IMG, IMG), 1, 3, ["class0", "class1", "class2"])
+    torch.testing.assert_close(b(im[:1]), y[:1])
     with pytest.raises(BackendError, match="unsupported weights 'model.h5'"):
         DetectMultiBackend("model.h5")
     with pytest.raises(FileNotFoundError, match="missing.onnx"):
