@@ -16,7 +16,7 @@ import logging
 import statistics
 import sys
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from copy import deepcopy
 from pathlib import Path
 from typing import Callable, Dict, List

@@ -7,7 +7,7 @@ behaviour that needs extra state is driven by class attributes (which unpickled 
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
