@@ -433,9 +433,9 @@ def train(hyp, opt: argparse.Namespace, device: torch.device, callbacks=None):
     start_epoch, best_fitness = 0, 0.0
     if ckpt is not None:
         start_epoch, best_fitness, epochs = restore_training_state(ckpt, opt, optimizer, ema, epochs)
-        if opt.resume and loggers:
-            loggers.truncate(start_epoch)
     del ckpt
+    if loggers:
+        loggers.truncate(start_epoch if opt.resume else 0)  # rows of epochs about to be (re)trained go
 
     # DDP (the EMA keeps plain BatchNorm: it is copied before the SyncBatchNorm conversion)
     if opt.sync_bn and RANK != -1:
@@ -665,7 +665,9 @@ def evolve(hyp: dict, opt: argparse.Namespace, device: torch.device) -> None:
         if evolve_txt.exists():
             x = np.loadtxt(evolve_txt, ndmin=2)
             if x.shape[1] == 7 + len(keys):
-                hyp.update(mutate(x, keys, hyp))
+                # own RNG: train() re-seeds the global ones, which would repeat the same mutation every time
+                rng = np.random.default_rng([opt.seed, len(x)])
+                hyp.update(mutate(x, keys, rng))
         results = train(hyp.copy(), opt, device)
         write_evolve(hyp, keys, results, evolve_txt, yaml_file)
     try:
@@ -677,17 +679,18 @@ def evolve(hyp: dict, opt: argparse.Namespace, device: torch.device) -> None:
                 f"Command to train a new model with these hyperparameters: $ python train.py --hyp {yaml_file}")
 
 
-def mutate(x: np.ndarray, keys: list, hyp: dict) -> dict:
+def mutate(x: np.ndarray, keys: list, rng: np.random.Generator) -> dict:
     """New hyps from the (up to 5) fittest rows of evolve.txt: pick a parent by fitness, then mutate it."""
     from utils.metrics import fitness
     x = x[np.argsort(-fitness(x))][:5]
     w = fitness(x) - fitness(x).min() + 1e-6
-    parent = x[random.choices(range(len(x)), weights=w)[0]]
+    parent = x[rng.choice(len(x), p=w / w.sum())]
     scale = np.array([EVOLVE_META[k][0] for k in keys], dtype=float)
-    rng, mp, s = np.random, 0.8, 0.2  # mutation probability and sigma
+    mp, s = 0.8, 0.2  # mutation probability and sigma
     v = np.ones(len(keys))
     while np.all(v == 1) and scale.any():  # mutate until something changes
-        v = (scale * (rng.random(len(keys)) < mp) * rng.randn(len(keys)) * rng.random() * s + 1).clip(0.3, 3.0)
+        v = (scale * (rng.random(len(keys)) < mp) * rng.standard_normal(len(keys)) * rng.random() * s + 1)
+        v = v.clip(0.3, 3.0)
     out = {}
     for i, k in enumerate(keys):
         lo, hi = EVOLVE_META[k][1:]
