@@ -348,7 +348,7 @@ def check_labels(dataset, nc: int, data: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ training
-def train(hyp, opt: argparse.Namespace, device: torch.device, callbacks=None):
+def train(hyp, opt: argparse.Namespace, device: torch.device):
     """Train per the options; returns the final (P, R, mAP@0.5, mAP@0.5:0.95, val box, obj, cls) results."""
     from utils.checkpoint import model_record, save_checkpoint
     from utils.data_config import check_dataset
@@ -747,7 +747,7 @@ def prepare_options(opt: argparse.Namespace) -> argparse.Namespace:
     return opt
 
 
-def main(opt: argparse.Namespace, callbacks=None):
+def main(opt: argparse.Namespace):
     set_logging(RANK)
     opt = prepare_options(opt)
     if LOCAL_RANK == -1 and opt.local_rank != -1:
@@ -772,7 +772,7 @@ def main(opt: argparse.Namespace, callbacks=None):
         if opt.evolve:
             evolve(opt.hyp, opt, device)
         else:
-            train(opt.hyp, opt, device, callbacks)
+            train(opt.hyp, opt, device)
     finally:
         if WORLD_SIZE > 1 and RANK != -1:
             import torch.distributed as dist

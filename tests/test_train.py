@@ -246,3 +246,21 @@ def test_cli_exit_status_and_no_traceback(tmp_path):
     assert "Traceback" not in r.stderr and "missing.yaml" in r.stderr
     r = run_train(["--img", "abc"], cwd=tmp_path, timeout=120)
     assert r.returncode == 2 and "--img" in r.stderr
+
+
+def test_evolve_writes_results_and_best_hyps(tiny, tmp_path):
+    args = train_args(tiny["data"], tiny["cfg"], tiny["hyp"], tmp_path / "runs", "--evolve", "2")
+    r = run_train(args, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    x = np.loadtxt(tmp_path / "evolve.txt", ndmin=2)
+    hyp = yaml.safe_load(tiny["hyp"].read_text())
+    keys = [k for k in train.EVOLVE_META if k in hyp and isinstance(hyp[k], (int, float))]
+    assert x.shape == (2, 7 + len(keys))
+    assert not np.array_equal(x[0, 7:], x[1, 7:])  # the second generation is a mutation
+    for row in x:  # every value within its mutation bounds
+        for k, v in zip(keys, row[7:]):
+            lo, hi = train.EVOLVE_META[k][1:]
+            assert lo - 1e-9 <= v <= hi + 1e-9 or v == pytest.approx(hyp[k], rel=1e-3), k
+    best = yaml.safe_load((tmp_path / "runs" / "evolve" / "hyp_evolved.yaml").read_text())
+    assert set(best) == set(hyp) | {"cls_loss"}
+    assert [best[k] for k in keys] == pytest.approx(x[0, 7:].tolist(), rel=1e-3)  # sorted: best row first
