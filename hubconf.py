@@ -81,7 +81,6 @@ def _create(name: str, pretrained: bool = True, channels: int = 3, classes: int 
     """Model ``name`` (a key of ``_MODELS``), optionally with pretrained weights, wrapped in AutoShape."""
     from models.experimental import attempt_load
     from models.yolo import Model
-    from utils.checkpoint import checkpoint_state_dict, load_checkpoint
     from utils.general import LOGGER
     from utils.torch_utils import intersect_dicts
 
@@ -91,15 +90,14 @@ def _create(name: str, pretrained: bool = True, channels: int = 3, classes: int 
     dev = _device(device)
     if pretrained:
         weights = _weights_file(name, source)
-        ckpt = load_checkpoint(weights, map_location="cpu")
-        _, ckpt_yaml, names = checkpoint_state_dict(ckpt)
-        nc = int((ckpt_yaml or {}).get("nc", len(names or [])))
-        if channels == 3 and classes == nc:
-            model = attempt_load(weights, map_location=dev, fuse=autoshape)  # exactly the trained model
+        model = attempt_load(weights, map_location="cpu", fuse=False)
+        nc = int(model.model[-1].nc)
+        if channels == 3 and classes == nc:  # exactly the trained model
+            model = model.fuse() if autoshape else model
         else:  # other classes / input channels: same architecture, transfer what fits
+            trained = model
             model = Model(str(cfg), ch=channels, nc=classes)
-            csd, _, _ = checkpoint_state_dict(ckpt)
-            csd = intersect_dicts(csd, model.state_dict())
+            csd = intersect_dicts(trained.state_dict(), model.state_dict())
             model.load_state_dict(csd, strict=False)
             LOGGER.info(f"Transferred {len(csd)}/{len(model.state_dict())} items from {weights} "
                         f"(its nc={nc}, requested classes={classes}, channels={channels})")
