@@ -6,7 +6,9 @@
 Models are built from their yaml with random weights (latency does not depend on the values), saved as a
 project checkpoint and exported with ``export.py`` (so the TorchScript / ONNX files are exactly what users get),
 then loaded back through ``models.backends.DetectMultiBackend``. Each backend runs ``--warmup`` passes, then
-``--runs`` timed single-image passes; the median is reported with its ratio to eager (lower is faster).
+``--runs`` timed single-image passes, the backends taking turns (round-robin, so a change in machine load hits
+them all alike). Reported: median wall time and median process CPU time per image, and their ratios to eager
+(higher = faster). ONNX Runtime's intra-op threads follow ``torch.get_num_threads()``.
 
 * eager:       the unfused model (Conv + BatchNorm), eval mode, contiguous NCHW input
 * fused:       BN folded into the convolutions, channels_last (``utils.torch_utils.prepare_for_inference``)
@@ -22,7 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 
@@ -33,15 +35,25 @@ if str(ROOT) not in sys.path:
 DEFAULT_CASES = (("models/yolov5s.yaml", 640), ("models/yolov5-shufflenetv2.yaml", 320))
 
 
-def median_latency_ms(fn: Callable[[], object], runs: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
+def interleaved_latency_ms(cases: Dict[str, Callable[[], object]], runs: int, warmup: int
+                           ) -> Dict[str, Tuple[float, float]]:
+    """{name: (median wall ms, median process-CPU ms)} per call, the cases timed round-robin.
+
+    Interleaving spreads any change in machine load evenly over the backends (on a shared machine a block of
+    runs per backend can land in a busy or a quiet period); CPU time is the less load-sensitive figure.
+    """
+    for fn in cases.values():
+        for _ in range(warmup):
+            fn()
+    wall: Dict[str, List[float]] = {k: [] for k in cases}
+    cpu: Dict[str, List[float]] = {k: [] for k in cases}
     for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(times)
+        for name, fn in cases.items():
+            t, c = time.perf_counter(), time.process_time()
+            fn()
+            wall[name].append(time.perf_counter() - t)
+            cpu[name].append(time.process_time() - c)
+    return {k: (1e3 * statistics.median(wall[k]), 1e3 * statistics.median(cpu[k])) for k in cases}
 
 
 def bench_case(cfg: str, imgsz: int, runs: int, warmup: int, workdir: Path) -> Dict[str, float]:
@@ -69,19 +81,18 @@ def bench_case(cfg: str, imgsz: int, runs: int, warmup: int, workdir: Path) -> D
         "TorchScript": lambda: jit(im),
         "ONNX Runtime": lambda: ort(im),
     }
-    out = {}
     with torch.inference_mode():
-        for name, fn in cases.items():
-            out[name] = median_latency_ms(fn, runs, warmup)
-    return out
+        return interleaved_latency_ms(cases, runs, warmup)
 
 
 def format_table(rows: Sequence[tuple]) -> str:
-    lines = ["| model | size | backend | median ms / image | speed-up vs eager |", "|---|---|---|---|---|"]
+    lines = ["| model | size | backend | median ms / image | speed-up vs eager | CPU ms / image | CPU speed-up |",
+             "|---|---|---|---|---|---|---|"]
     for cfg, size, results in rows:
-        eager = results["eager"]
-        for name, ms in results.items():
-            lines.append(f"| {Path(cfg).stem} | {size} | {name} | {ms:.1f} | {eager / ms:.2f}x |")
+        eager_wall, eager_cpu = results["eager"]
+        for name, (wall, cpu) in results.items():
+            lines.append(f"| {Path(cfg).stem} | {size} | {name} | {wall:.1f} | {eager_wall / wall:.2f}x | "
+                         f"{cpu:.1f} | {eager_cpu / cpu:.2f}x |")
     return "\n".join(lines)
 
 
@@ -106,7 +117,7 @@ def main(opt: argparse.Namespace) -> str:
     import onnxruntime
     table = format_table(rows)
     print(f"\ntorch {torch.__version__} ({torch.get_num_threads()} threads), onnxruntime {onnxruntime.__version__}, "
-          f"batch 1, median of {opt.runs} runs after {opt.warmup} warm-up\n")
+          f"batch 1, median of {opt.runs} interleaved runs after {opt.warmup} warm-up\n")
     print(table)
     return table
 

@@ -241,3 +241,25 @@ def test_update_strips_weights(assets, tmp_path):
     run_detect(weights=str(wf), source=str(images / "a.jpg"), project=str(tmp_path), update=True, nosave=True)
     ckpt = load_checkpoint(wf)
     assert ckpt.get("optimizer") is None and ckpt["model"]["cls_act"] == "softmax"
+
+
+def test_stream_branch(assets, tmp_path, monkeypatch, logs):
+    """The webcam / stream path (LoadStreams), fed with the local clip: '<i>: ' log lines, a '.mp4' appended to
+    the stream's output at the frame size of the source; a stream that cannot be opened is one clear error."""
+    import detect
+    d, w, _, _, video = assets
+    monkeypatch.setattr(detect, "is_stream_source", lambda s: s == str(video))
+    save_dir = run_detect(weights=str(w), source=str(video), project=str(tmp_path), save_txt=True)
+    out = save_dir / "clip.mp4.mp4"  # streams get '.mp4' appended to the source name (contract 7.5)
+    cap = cv2.VideoCapture(str(out))
+    frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    size = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    cap.release()
+    assert frames >= 1 and size == (128, 96)
+    assert re.search(r"^0: 96x128 .*Done\.", logs.text(), re.M)
+    assert list((save_dir / "labels").glob("clip_*.txt"))
+    monkeypatch.undo()
+    assert detect.cli(["--weights", str(w), "--source", "rtsp://127.0.0.1:9/none", "--project", str(tmp_path),
+                       "--name", "refused"]) == 1
+    assert "Failed to open stream 1/1: rtsp://127.0.0.1:9/none" in logs.text()
+    assert not (tmp_path / "refused").exists()

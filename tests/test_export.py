@@ -5,7 +5,6 @@ import sys
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -55,7 +54,7 @@ def logs():
 
 
 def make_checkpoint(path: Path, cls_act: str = "sigmoid", seed: int = 0) -> Path:
-    """Tiny ShuffleNetV2 detector (nc=3) saved in the project format, scaled so it produces a few dozen boxes per image."""
+    """Tiny ShuffleNetV2 detector (nc=3) in the project format, scaled so it produces a few dozen boxes per image."""
     from models.yolo import Model
     from utils.checkpoint import save_checkpoint
     torch.manual_seed(seed)
