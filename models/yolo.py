@@ -83,6 +83,8 @@ class Detect(nn.Module):
     def _decode(self, i: int, p: torch.Tensor, softmax: bool) -> torch.Tensor:
         """Raw level-i map (bs, na, ny, nx, no) -> pixels xywh, objectness, class probabilities."""
         ny, nx = p.shape[2:4]
+        if torch.is_autocast_enabled(p.device.type):
+            p = p.float()  # decode in fp32: bf16/fp16 cannot hold pixel coordinates to better than a few px
         if self.export:
             grid = self._make_grid(nx, ny, p)  # traced from the input shape: dynamic sizes export correctly
         else:
@@ -91,8 +93,6 @@ class Detect(nn.Module):
                     or (g.is_inference() and not torch.is_inference_mode_enabled())):
                 self.grid[i] = self._make_grid(nx, ny, p)
             grid = self.grid[i]
-        if torch.is_autocast_enabled(p.device.type):
-            p = p.float()  # decode in fp32: bf16/fp16 cannot hold pixel coordinates to better than a few px
         if softmax:
             y = torch.cat((p[..., :5].sigmoid(), p[..., 5:].softmax(-1)), -1)
         else:
