@@ -1,11 +1,9 @@
 """hubconf.py through torch.hub.load(<repo dir>, ..., source='local'), offline."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 import torch
 import yaml
