@@ -603,8 +603,6 @@ def train_one_epoch(model, loader, optimizer, scaler, ema, compute_loss, hyp, op
         scaler.scale(loss).backward()
 
         if ni - st.last_opt_step >= st.accumulate:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=10.0)  # as v7.0
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad()
