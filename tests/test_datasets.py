@@ -1,5 +1,4 @@
 """Datasets: yaml forms, label mapping, cache, bad-data report, rect / quad / image weights, loaders."""
-import logging
 import os
 import random
 import socket
@@ -49,27 +48,6 @@ def _make_split(root: Path, split: str = "train", n: int = 8, sizes=None, seed: 
 @pytest.fixture
 def split(tmp_path):
     return _make_split(tmp_path / "ds")
-
-
-class _Capture(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.lines = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
-
-
-@pytest.fixture
-def log():
-    h = _Capture()
-    logger = logging.getLogger("yolov5")
-    old_level = logger.level
-    logger.addHandler(h)
-    logger.setLevel(logging.INFO)
-    yield h.lines
-    logger.removeHandler(h)
-    logger.setLevel(old_level)
 
 
 # ---------------------------------------------------------------------------------------------- paths / yaml
@@ -165,7 +143,7 @@ def test_shipped_yamls_parse():
 
 
 # ------------------------------------------------------------------------------------------ bad data report
-def test_bad_data_is_reported_once_and_skipped(tmp_path, log):
+def test_bad_data_is_reported_once_and_skipped(tmp_path, log_lines):
     root = tmp_path / "bad"
     imgs = _make_split(root, "train", 3)
     L = root / "labels" / "train"
@@ -203,7 +181,7 @@ def test_bad_data_is_reported_once_and_skipped(tmp_path, log):
     assert len(ds.msgs) == len(reasons)
     # found: 3 good + dupes + polygon; missing: nolabel; empty: empty; corrupted: the other 8
     assert ds.results == (5, 1, 1, 8, 15)
-    summary = [x for x in log if "Scanning" in x]
+    summary = [x for x in log_lines if "Scanning" in x]
     assert summary and summary[-1].endswith("5 found, 1 missing, 1 empty, 8 corrupted")
     names = sorted(Path(f).name for f in ds.img_files)
     assert names == ["dupes.jpg", "empty.jpg", "im0.jpg", "im1.jpg", "im2.jpg", "nolabel.jpg", "polygon.jpg"]
@@ -218,9 +196,9 @@ def test_bad_data_is_reported_once_and_skipped(tmp_path, log):
         img, labels, *_ = ds[i]
         assert img.shape[0] == 3
     # reported again (once each) from the cache on the next construction, without rescanning
-    log.clear()
+    log_lines.clear()
     ds2 = LoadImagesAndLabels(imgs, 64, nc=4, progress=False)
-    assert ds2.msgs == ds.msgs and any("(from cache)" in x for x in log)
+    assert ds2.msgs == ds.msgs and any("(from cache)" in x for x in log_lines)
     # nc is checked after loading: without nc the class-9 image is usable, from the same cache
     ds3 = LoadImagesAndLabels(imgs, 64, progress=False)
     assert ds3.results == (6, 1, 1, 7, 15) and any(x.endswith("badclass.jpg") for x in ds3.img_files)
@@ -251,13 +229,13 @@ def test_foreign_or_corrupt_cache_is_rebuilt_not_unpickled(split):
     assert LoadImagesAndLabels(split, 64, progress=False).n == 8
 
 
-def test_unwritable_cache_dir_warns(split, log, monkeypatch):
+def test_unwritable_cache_dir_warns(split, log_lines, monkeypatch):
     def refuse(*a, **k):
         raise PermissionError(30, "Read-only file system")
     monkeypatch.setattr("utils.label_cache.torch.save", refuse)
     ds = LoadImagesAndLabels(split, 64, progress=False)
     assert ds.n == 8
-    assert any("not writeable" in x for x in log)
+    assert any("not writeable" in x for x in log_lines)
 
 
 # ------------------------------------------------------------------------------------- items and batches

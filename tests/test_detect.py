@@ -9,65 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-CFG = ROOT / "models" / "yolov5-shufflenetv2.yaml"
-NAMES = ["circle", "square", "triangle"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """2 shared cores: OpenMP threads spinning against other processes make every conv ~10x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _env():
-    import os
-    return {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-class _Collect:
-    """Messages logged on the 'yolov5' logger (its handler keeps a stream reference capfd cannot see)."""
-
-    def __init__(self):
-        self.lines = []
-
-    def text(self, clear: bool = True) -> str:
-        out = "\n".join(self.lines)
-        if clear:
-            self.lines.clear()
-        return out
-
-
-@pytest.fixture
-def logs():
-    import logging
-    from utils.general import LOGGER
-    collect = _Collect()
-    handler = logging.Handler(logging.DEBUG)
-    handler.emit = lambda record: collect.lines.append(record.getMessage())
-    LOGGER.addHandler(handler)
-    yield collect
-    LOGGER.removeHandler(handler)
-
-
-def make_checkpoint(path: Path, cls_act: str = "sigmoid", seed: int = 0) -> Path:
-    """Tiny ShuffleNetV2 detector (nc=3) in the project format, scaled so it produces a few dozen boxes per image."""
-    from models.yolo import Model
-    from utils.checkpoint import save_checkpoint
-    torch.manual_seed(seed)
-    model = Model(str(CFG), nc=len(NAMES))
-    model.names = list(NAMES)
-    model.set_class_activation(cls_act)
-    head = model.model[-1]
-    with torch.no_grad():  # random-init features barely vary: amplify them into logits with a realistic spread
-        for conv in head.m:
-            conv.bias.view(head.na, -1)[:, 4:] = -1.0
-            conv.weight.view(head.na, head.no, -1)[:, 4:] *= 3000
-    save_checkpoint({"epoch": -1, "best_fitness": 0.0, "model": model.eval(), "optimizer": None}, path)
-    return path
+from detect_helpers import NAMES, ROOT, make_checkpoint
 
 
 def scene(h: int, w: int, seed: int) -> np.ndarray:
@@ -107,12 +49,12 @@ def run_detect(**kw):
     return detect.run(**opt)
 
 
-def test_directory_outputs_and_labels(assets, tmp_path, logs):
+def test_directory_outputs_and_labels(assets, tmp_path, log_lines):
     d, w, images, _, _ = assets
     save_dir = run_detect(weights=str(w), source=str(images), project=str(tmp_path), name="exp", save_txt=True,
                           save_conf=True, save_crop=True)
     assert save_dir == tmp_path / "exp"
-    err = logs.text()
+    err = log_lines.text()
     lines = [x for x in err.splitlines() if x.startswith("image ")]
     assert len(lines) == 2
     assert re.fullmatch(r"image 1/2 .*a\.jpg: 96x128 (\d+ (circle|square|triangle)s?, )+Done\. \(\d+\.\d{3}s\)",
@@ -150,7 +92,7 @@ def test_directory_outputs_and_labels(assets, tmp_path, logs):
     assert {c.stem.rstrip("0123456789") for c in crops} <= {"a", "b"}
 
 
-def test_video_same_fps_size_frames(assets, tmp_path, logs):
+def test_video_same_fps_size_frames(assets, tmp_path, log_lines):
     d, w, _, _, video = assets
     save_dir = run_detect(weights=str(w), source=str(video), project=str(tmp_path), save_txt=True)
     cap = cv2.VideoCapture(str(save_dir / "clip.mp4"))
@@ -158,7 +100,7 @@ def test_video_same_fps_size_frames(assets, tmp_path, logs):
     size = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
     cap.release()
     assert (frames, fps, size) == (9, 12.0, (128, 96))
-    out = logs.text()
+    out = log_lines.text()
     assert re.search(r"^video 1/1 \(9/9\) .*clip\.mp4: 96x128 .*Done\.", out, re.M)
     assert sorted(p.name for p in (save_dir / "labels").glob("*.txt"))[:2] == ["clip_1.txt", "clip_2.txt"]
 
@@ -203,33 +145,33 @@ def test_exported_weights_give_the_same_detections(assets, tmp_path, fmt, dynami
         np.testing.assert_allclose(b, a, atol=2e-3)
 
 
-def test_unreadable_image_is_skipped(assets, tmp_path, logs):
+def test_unreadable_image_is_skipped(assets, tmp_path, log_lines):
     d, w, images, _, _ = assets
     src = tmp_path / "mixed"
     src.mkdir()
     (src / "good.jpg").write_bytes((images / "a.jpg").read_bytes())
     (src / "broken.jpg").write_bytes(b"not a jpeg at all")
     save_dir = run_detect(weights=str(w), source=str(src), project=str(tmp_path))
-    err = logs.text()
+    err = log_lines.text()
     assert re.search(r"WARNING: skipping unreadable input: .*broken\.jpg", err)
     assert (save_dir / "good.jpg").is_file() and not (save_dir / "broken.jpg").exists()
 
 
-def test_bad_input_cli(assets, tmp_path, logs):
+def test_bad_input_cli(assets, tmp_path, log_lines):
     import detect
     d, w, images, _, _ = assets
     assert detect.cli(["--weights", str(w), "--source", str(tmp_path / "nowhere"), "--project", str(tmp_path)]) == 1
-    assert "--source '" in logs.text()
+    assert "--source '" in log_lines.text()
     assert detect.cli(["--weights", str(d / "model.h5"), "--source", str(images)]) == 1
-    assert "unsupported weights" in logs.text()
+    assert "unsupported weights" in log_lines.text()
     bogus = tmp_path / "bogus.pt"
     bogus.write_text("hello")
     assert detect.cli(["--weights", str(bogus), "--source", str(images), "--project", str(tmp_path)]) == 1
-    assert "bogus.pt" in logs.text()
+    assert "bogus.pt" in log_lines.text()
     assert not list(tmp_path.glob("exp*"))  # nothing is created for a run that cannot start
     # the real entry point: one clear line, non-zero exit, no traceback
     r = subprocess.run([sys.executable, "detect.py", "--weights", str(w), "--source", str(tmp_path / "nope.jpg"),
-                        "--project", str(tmp_path)], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+                        "--project", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and "nope.jpg' does not exist" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -243,7 +185,7 @@ def test_update_strips_weights(assets, tmp_path):
     assert ckpt.get("optimizer") is None and ckpt["model"]["cls_act"] == "softmax"
 
 
-def test_stream_branch(assets, tmp_path, monkeypatch, logs):
+def test_stream_branch(assets, tmp_path, monkeypatch, log_lines):
     """The webcam / stream path (LoadStreams), fed with the local clip: '<i>: ' log lines, a '.mp4' appended to
     the stream's output at the frame size of the source; a stream that cannot be opened is one clear error."""
     import detect
@@ -256,10 +198,10 @@ def test_stream_branch(assets, tmp_path, monkeypatch, logs):
     size = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
     cap.release()
     assert frames >= 1 and size == (128, 96)
-    assert re.search(r"^0: 96x128 .*Done\.", logs.text(), re.M)
+    assert re.search(r"^0: 96x128 .*Done\.", log_lines.text(), re.M)
     assert list((save_dir / "labels").glob("clip_*.txt"))
     monkeypatch.undo()
     assert detect.cli(["--weights", str(w), "--source", "rtsp://127.0.0.1:9/none", "--project", str(tmp_path),
                        "--name", "refused"]) == 1
-    assert "Failed to open stream 1/1: rtsp://127.0.0.1:9/none" in logs.text()
+    assert "Failed to open stream 1/1: rtsp://127.0.0.1:9/none" in log_lines.text()
     assert not (tmp_path / "refused").exists()

@@ -8,66 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-CFG = ROOT / "models" / "yolov5-shufflenetv2.yaml"
-NAMES = ["circle", "square", "triangle"]
+from detect_helpers import NAMES, ROOT, make_checkpoint
 IMG = 64  # export size: 3 levels of 8x8, 4x4, 2x2 cells -> 252 boxes
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """2 shared cores: OpenMP threads spinning against other processes make every conv ~10x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _env():
-    import os
-    return {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-class _Collect:
-    """Messages logged on the 'yolov5' logger (its handler keeps a stream reference capfd cannot see)."""
-
-    def __init__(self):
-        self.lines = []
-
-    def text(self, clear: bool = True) -> str:
-        out = "\n".join(self.lines)
-        if clear:
-            self.lines.clear()
-        return out
-
-
-@pytest.fixture
-def logs():
-    import logging
-    from utils.general import LOGGER
-    collect = _Collect()
-    handler = logging.Handler(logging.DEBUG)
-    handler.emit = lambda record: collect.lines.append(record.getMessage())
-    LOGGER.addHandler(handler)
-    yield collect
-    LOGGER.removeHandler(handler)
-
-
-def make_checkpoint(path: Path, cls_act: str = "sigmoid", seed: int = 0) -> Path:
-    """Tiny ShuffleNetV2 detector (nc=3) in the project format, scaled so it produces a few dozen boxes per image."""
-    from models.yolo import Model
-    from utils.checkpoint import save_checkpoint
-    torch.manual_seed(seed)
-    model = Model(str(CFG), nc=len(NAMES))
-    model.names = list(NAMES)
-    model.set_class_activation(cls_act)
-    head = model.model[-1]
-    with torch.no_grad():  # random-init features barely vary: amplify them into logits with a realistic spread
-        for conv in head.m:
-            conv.bias.view(head.na, -1)[:, 4:] = -1.0
-            conv.weight.view(head.na, head.no, -1)[:, 4:] *= 3000
-    save_checkpoint({"epoch": -1, "best_fitness": 0.0, "model": model.eval(), "optimizer": None}, path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -225,19 +167,19 @@ def test_verification_catches_a_mismatch(wdir, soft_exports):
         export.verify_export(soft_exports[".onnx"], "onnx", export.ExportModel(other), im, meta, "test", "")
 
 
-def test_export_cli_errors(tmp_path, logs):
+def test_export_cli_errors(tmp_path, log_lines):
     import export
     bogus = tmp_path / "notes.pt"
     bogus.write_text("these are not weights")
     assert export.cli(["--weights", str(bogus), "--img", "64"]) == 1
-    err = logs.text()
+    err = log_lines.text()
     assert "notes.pt" in err and "not a" in err and "checkpoint" in err
     assert export.cli(["--weights", str(tmp_path / "absent.pt")]) == 1
-    assert "weights not found" in logs.text()
+    assert "weights not found" in log_lines.text()
     assert export.cli(["--weights", str(bogus), "--include", "tflite"]) == 1
-    assert "unsupported format" in logs.text()
+    assert "unsupported format" in log_lines.text()
     assert export.cli(["--weights", str(bogus), "--half"]) == 1  # CPU
-    assert "needs a CUDA device" in logs.text()
+    assert "needs a CUDA device" in log_lines.text()
     assert not list(tmp_path.glob("notes.*onnx")) and not list(tmp_path.glob("*.torchscript*"))
 
 
@@ -246,13 +188,13 @@ def test_v50_command_line(wdir, tmp_path):
     w = tmp_path / "sig.pt"
     w.write_bytes((wdir / "sig.pt").read_bytes())
     r = subprocess.run([sys.executable, "models/export.py", "--img", "64", "--batch", "1", "--grid",
-                        "--weights", str(w)], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+                        "--weights", str(w)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "sig.torchscript.pt").is_file() and (tmp_path / "sig.onnx").is_file()
     assert "verified with onnxruntime" in r.stderr and "max abs diff" in r.stderr
 
 
-def test_optimize_and_simplify_flags(wdir, tmp_path, logs):
+def test_optimize_and_simplify_flags(wdir, tmp_path, log_lines):
     import importlib.util
     import export
     w = tmp_path / "sig.pt"
@@ -260,7 +202,7 @@ def test_optimize_and_simplify_flags(wdir, tmp_path, logs):
     files = export.run(weights=[str(w)], imgsz=[IMG], include=["torchscript", "onnx"], optimize=True,
                        simplify=True)
     assert len(files) == 2
-    err = logs.text()
+    err = log_lines.text()
     if not export._xnnpack_enabled():
         assert "no XNNPACK" in err
     has_simplifier = importlib.util.find_spec("onnxslim") or importlib.util.find_spec("onnxsim")

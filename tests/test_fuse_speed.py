@@ -12,15 +12,6 @@ from models.yolo import Model
 from utils.torch_utils import fold_batchnorms, is_fused, prepare_for_inference
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread avoids OpenMP spin-waits on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
     """Trained-like BN statistics, so that folding is not an identity."""
     g = torch.Generator().manual_seed(seed)

@@ -19,15 +19,6 @@ from models.mobile import (MOBILE_BLOCKS, MobileNetV3_InvertedResidual, SELayer,
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tiny forwards gain nothing from intra-op threads, and on a shared CPU the spinning threads cost a lot."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def n_params(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 

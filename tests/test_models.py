@@ -1,6 +1,5 @@
 """Model build figures, Detect decoding (sigmoid / softmax / export), Model features, torch_utils helpers."""
 import gc
-import logging
 import math
 import os
 from pathlib import Path
@@ -11,7 +10,6 @@ import torch
 import torch.nn as nn
 
 from models.yolo import Detect, DetectionModel, Model
-from utils.general import LOGGER
 from utils.torch_utils import (ModelEMA, count_flops, fuse_conv_and_bn, intersect_dicts, scale_img,
                                select_device)
 
@@ -20,25 +18,6 @@ CONFIGS = [("yolov5s.yaml", 7276605, [8, 16, 32]), ("yolov5m.yaml", 21375645, [8
            ("yolov5l.yaml", 47056765, [8, 16, 32]), ("yolov5x.yaml", 87775965, [8, 16, 32]),
            ("yolov5s6.yaml", 12667836, [8, 16, 32, 64]), ("yolov5m6.yaml", 35917020, [8, 16, 32, 64]),
            ("yolov5l6.yaml", 77263228, [8, 16, 32, 64]), ("yolov5x6.yaml", 141821340, [8, 16, 32, 64])]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread avoids OpenMP spin-waits on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture
-def log_lines():
-    lines = []
-    handler = logging.Handler()
-    handler.emit = lambda record: lines.append(record.getMessage())
-    LOGGER.addHandler(handler)
-    yield lines
-    LOGGER.removeHandler(handler)
 
 
 @pytest.fixture(scope="module")

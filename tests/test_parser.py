@@ -1,6 +1,5 @@
 """parse_model: upstream build table, channel / depth scaling, the data-only resolver and row-naming errors."""
 import builtins
-import logging
 from copy import deepcopy
 from pathlib import Path
 
@@ -12,18 +11,8 @@ import yaml
 from models import common
 from models.yaml_parser import ModelYamlError, parse_model, resolve_arg, resolve_module
 from models.yolo import Detect, Model
-from utils.general import LOGGER
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread avoids OpenMP spin-waits on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 # params per layer of the v5.0 yolov5s build table printed by upstream (contract 3.4)
 YOLOV5S_NP = [3520, 18560, 18816, 73984, 156928, 295424, 625152, 1180672, 656896, 1182720, 131584, 0, 0, 361984,
@@ -37,17 +26,6 @@ YOLOV5S_ARGS = {0: [3, 32, 3], 2: [64, 64, 1], 4: [128, 128, 3], 8: [512, 512, [
 def load(name):
     path = ROOT / "models" / name
     return yaml.safe_load(path.read_text())
-
-
-@pytest.fixture
-def log_lines():
-    """Messages written to the project LOGGER during the test."""
-    lines = []
-    handler = logging.Handler()
-    handler.emit = lambda record: lines.append(record.getMessage())
-    LOGGER.addHandler(handler)
-    yield lines
-    LOGGER.removeHandler(handler)
 
 
 def tiny(backbone, head=None, nc=2, gd=1.0, gw=1.0):
