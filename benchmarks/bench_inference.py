@@ -32,7 +32,8 @@ from models.yolo import Model  # noqa: E402
 from utils.general import LOGGER  # noqa: E402
 from utils.torch_utils import count_flops, prepare_for_inference  # noqa: E402
 
-CONFIGS = ["yolov5s.yaml", "yolov5m.yaml", "yolov5l.yaml", "yolov5x.yaml",
+CONFIGS = ["yolov5-shufflenetv2.yaml", "yolov5-mobilenetv3small.yaml", "yolov5-mobilenetv3large.yaml",
+           "yolov5s.yaml", "yolov5m.yaml", "yolov5l.yaml", "yolov5x.yaml",
            "yolov5s6.yaml", "yolov5m6.yaml", "yolov5l6.yaml", "yolov5x6.yaml"]
 
 
