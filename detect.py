@@ -31,7 +31,7 @@ if str(ROOT) not in sys.path:
 
 from models.backends import BackendError, DetectMultiBackend, weights_kind  # noqa: E402
 from utils.boxes import scale_coords, xyxy2xywh  # noqa: E402
-from utils.general import LOGGER, check_img_size, colorstr, increment_path  # noqa: E402
+from utils.general import LOGGER, check_img_size, colorstr, count_noun, increment_path  # noqa: E402
 from utils.nms import non_max_suppression  # noqa: E402
 from utils.torch_utils import select_device, time_synchronized  # noqa: E402
 
@@ -73,7 +73,7 @@ def class_counts(det: torch.Tensor, names: Sequence[str]) -> str:
     s = ""
     for c in det[:, 5].unique():
         n = int((det[:, 5] == c).sum())
-        s += f"{n} {names[int(c)]}{'s' * (n > 1)}, "
+        s += f"{count_noun(n, names[int(c)])}, "
     return s
 
 

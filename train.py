@@ -16,7 +16,6 @@ import os
 import random
 import sys
 import time
-from copy import deepcopy
 from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -37,7 +36,8 @@ from utils.distributed import (LOCAL_RANK, RANK, WORLD_SIZE, broadcast_object,  
                                convert_sync_batchnorm, init_distributed)
 from utils.general import (LOGGER, check_file, check_img_size, colorstr, increment_path,  # noqa: E402
                            init_seeds, one_cycle, set_logging)
-from utils.loggers import RESULT_KEYS, Loggers  # noqa: E402
+from utils.label_stats import labels_to_class_weights, labels_to_image_weights  # noqa: E402
+from utils.loggers import Loggers  # noqa: E402
 
 NBS = 64  # nominal batch size: gradients are accumulated up to this many images per optimizer step
 CLS_LOSSES = ("bce", "ce")
@@ -191,21 +191,6 @@ def resume_options(opt: argparse.Namespace) -> argparse.Namespace:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def labels_to_class_weights(labels: list, nc: int) -> torch.Tensor:
-    """Inverse class frequency of the training labels, normalised to sum 1 (absent classes count as 1)."""
-    classes = np.concatenate([np.zeros(0)] + [lb[:, 0] for lb in labels]).astype(int)
-    counts = np.bincount(classes, minlength=nc).astype(float)
-    counts[counts == 0] = 1
-    w = 1.0 / counts
-    return torch.from_numpy(w / w.sum()).float()
-
-
-def labels_to_image_weights(labels: list, nc: int, class_weights: np.ndarray) -> np.ndarray:
-    """Sampling weight of each image: the sum of the class weights of its labels."""
-    counts = np.array([np.bincount(lb[:, 0].astype(int), minlength=nc) for lb in labels])
-    return (class_weights.reshape(1, nc) * counts).sum(1)
-
-
 class EarlyStopping:
     """Stop when fitness has not improved for ``patience`` epochs (<= 0 disables)."""
 
@@ -247,14 +232,13 @@ def memory_usage(device: torch.device) -> str:
 def load_weights(weights: str) -> dict:
     """Checkpoint dict of ``--weights`` (project format or an upstream .pt via the allow-list loader).
 
-    A missing file is downloaded by ``utils.downloads.attempt_download`` when that module exists.
+    A missing official weights name (yolov5s.pt, ...) is downloaded by ``utils.downloads.attempt_download``.
     """
     from utils.checkpoint import CheckpointError, load_checkpoint
     try:
         return load_checkpoint(weights, map_location="cpu")
-    except FileNotFoundError:
-        raise TrainError(f"--weights {weights}: file not found (use --weights '' --cfg <model.yaml> "
-                         "to train from scratch)") from None
+    except FileNotFoundError as e:
+        raise TrainError(f"--weights {weights}: {e} (use --weights '' --cfg <model.yaml> to train from scratch)") from None
     except CheckpointError as e:
         raise TrainError(f"--weights {weights}: {e}") from None
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from utils.boxes import scale_coords, xyxy2xywh
-from utils.general import LOGGER, increment_path, make_divisible
+from utils.general import LOGGER, count_noun, increment_path, make_divisible
 
 ImageLike = Union[str, Path, np.ndarray, "PIL.Image.Image"]  # noqa: F821
 
@@ -156,7 +156,7 @@ class Detections:
         if len(pred):
             for c in pred[:, -1].unique():
                 k = int((pred[:, -1] == c).sum())
-                s += f"{k} {self.names[int(c)]}{'s' * (k > 1)}, "
+                s += f"{count_noun(k, self.names[int(c)])}, "
         else:
             s += "(no detections)"
         return s.rstrip(", ")

@@ -300,7 +300,7 @@ def test_malicious_getattr_and_non_module_globals_are_refused(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- bad files
-def test_non_checkpoint_files_give_clear_errors(tmp_path, monkeypatch):
+def test_non_checkpoint_files_give_clear_errors(tmp_path):
     import cv2
     text = tmp_path / "notes.pt"
     text.write_text("epoch: 3\nthis is not a checkpoint\n")
@@ -322,11 +322,8 @@ def test_non_checkpoint_files_give_clear_errors(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="holds a Tensor"):
         load_checkpoint(tensor_only)
 
-    calls = []
-    monkeypatch.setattr("utils.checkpoint._attempt_download", lambda p: calls.append(p))
-    with pytest.raises(FileNotFoundError, match="missing_weights.pt"):
-        load_checkpoint(tmp_path / "missing_weights.pt")
-    assert calls == [tmp_path / "missing_weights.pt"]
+    with pytest.raises(FileNotFoundError, match="weights not found: .*missing_weights.pt"):
+        load_checkpoint(tmp_path / "missing_weights.pt")  # not an official name: nothing to download
 
 
 # ---------------------------------------------------------------------------------------------- ensemble, strip

@@ -10,6 +10,7 @@ import yaml
 
 import train
 from train_helpers import make_dataset, run_train, train_args, write_cfg, write_hyp
+from utils.loggers import RESULT_KEYS
 
 
 def parse(cmd: str):
@@ -136,7 +137,7 @@ def test_one_epoch_writes_run_outputs(tiny, tmp_path):
 
     # results.csv: v6 layout, header + one row per epoch, fields right-aligned to width 20
     lines = (save / "results.csv").read_text().splitlines()
-    assert [c.strip() for c in lines[0].split(",")] == ["epoch", *train.RESULT_KEYS]
+    assert [c.strip() for c in lines[0].split(",")] == ["epoch", *RESULT_KEYS]
     assert len(lines) == 3 and all(len(f) == 20 for ln in lines for f in ln.split(","))
     assert [float(ln.split(",")[0]) for ln in lines[1:]] == [0, 1]
 

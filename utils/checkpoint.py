@@ -319,22 +319,15 @@ def _all_allowed() -> List[Tuple[Any, str]]:
 
 
 def _locate(path: PathLike) -> Path:
-    """Existing checkpoint path; tries ``utils.downloads.attempt_download`` for missing files when available."""
+    """Existing checkpoint path; a missing official weights name is downloaded (``utils.downloads``)."""
+    from utils.downloads import attempt_download  # imported here: utils.downloads loads checkpoints too
+
     path = Path(path)
     if not path.exists():
-        found = _attempt_download(path)
-        if found:
-            path = Path(found)
+        path = Path(attempt_download(path))  # raises, naming the file (and the URL for official names)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: '{path}'")
     return path
-
-
-def _attempt_download(path: Path) -> Optional[PathLike]:
-    if importlib.util.find_spec("utils.downloads") is None:  # written by another module owner; optional
-        return None
-    from utils.downloads import attempt_download
-    return attempt_download(path)
 
 
 def _torch_load_safe(path: Path, map_location: Any) -> Any:

@@ -120,6 +120,12 @@ def check_file(file: Union[str, Path], what: str = "file") -> str:
     return matches[0]
 
 
+def count_noun(n: int, name: str) -> str:
+    """'1 bus', '2 buses', '3 persons', '2 cyan crosses': a count and an English plural of a class name."""
+    if n == 1:
+        return f"{n} {name}"
+    return f"{n} {name}{'es' if name.endswith(('s', 'x', 'z', 'ch', 'sh')) else 's'}"
+
 # --- re-exports kept for upstream import paths; each lives in its own module ------------------------------
 from utils.nms import non_max_suppression  # noqa: E402
 from utils.metrics import bbox_iou, box_iou  # noqa: E402  (v5.0 path)
