@@ -30,13 +30,15 @@ DEMO_WEIGHTS = ROOT / "weights" / "demo-shufflenetv2-shapes.pt"
 DEMO_IMAGES = ROOT / "data" / "images"
 DEMO_PICTURE = ROOT / "docs" / "demo.jpg"
 DEMO_SEED = 20210411  # the shapes train/val splits use seed 0 (utils.shapes.DEFAULTS)
-DEMO_SIZE = 320  # long side of the demo images: the size the demo model is trained at
+DEMO_SIZE = 320  # long side of the demo images, as in the shapes dataset
+DETECT_SIZE = 256  # the training --img of TRAIN_ARGS: detect at the scale the model learned
 DEMO_COUNT = 4
 MAX_BYTES = 2_000_000
 RUN_NAME = "demo-shufflenetv2"
-# The main training command of the README (train.py docstring), run to completion.
-TRAIN_ARGS = ["--data", "data/shapes.yaml", "--cfg", "models/yolov5-shufflenetv2.yaml", "--weights", "",
-              "--img", "320", "--batch", "32", "--epochs", "100", "--device", "cpu"]
+# The README's main training command, run to completion.
+TRAIN_ARGS = ["--data", "data/shapes.yaml", "--cfg", "models/yolov5-shufflenetv2.yaml",
+              "--hyp", "data/hyps/hyp.shapes.yaml", "--weights", "", "--img", "256", "--batch", "32",
+              "--epochs", "30", "--optimizer", "Adam", "--cls-loss", "ce", "--cache", "--noval", "--device", "cpu"]
 
 
 def write_images(out: Path = DEMO_IMAGES, n: int = DEMO_COUNT, seed: int = DEMO_SEED,
@@ -103,7 +105,7 @@ def make_picture(weights: Path = DEMO_WEIGHTS, out: Path = DEMO_PICTURE) -> Path
 
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "detect.py", "--weights", str(weights), "--source", str(DEMO_IMAGES),
-               "--project", tmp, "--name", "demo"]
+               "--img", str(DETECT_SIZE), "--line-thickness", "1", "--project", tmp, "--name", "demo"]
         print("Running:", " ".join(cmd), flush=True)
         subprocess.run(cmd, cwd=ROOT, check=True)
         ims = [cv2.imread(str(f)) for f in sorted((Path(tmp) / "demo").glob("*.jpg"))]
@@ -141,7 +143,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     make_weights(best, a.out)
     make_picture(a.out)
     print(f"Try: python detect.py --weights {a.out.relative_to(ROOT) if a.out.is_relative_to(ROOT) else a.out} "
-          f"--source data/images")
+          f"--source data/images --img {DETECT_SIZE}")
 
 
 if __name__ == "__main__":

@@ -138,7 +138,7 @@ def test_shipped_demo_weights(caplog):
     assert (ROOT / "weights" / "demo-shufflenetv2-shapes.pt").stat().st_size < 2e6
     img, labels = render_image(seed=demo.DEMO_SEED, split=0, index=0, img_size=demo.DEMO_SIZE)
     h, w = img.shape[:2]
-    det = model(img[..., ::-1].copy(), size=demo.DEMO_SIZE).pred[0]
+    det = model(img[..., ::-1].copy(), size=demo.DETECT_SIZE).pred[0]
     gt = torch.tensor(labels[:, 1:]) * torch.tensor([w, h, w, h])
     gt = torch.cat([gt[:, :2] - gt[:, 2:] / 2, gt[:, :2] + gt[:, 2:] / 2], 1)
     iou = box_iou(gt, det[:, :4].double())
