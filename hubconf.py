@@ -214,12 +214,13 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description="Offline hub demo on data/images")
     ap.add_argument("--model", default="", help=f"hub model with official weights ({', '.join(list(_MODELS)[:8])}); "
                                                  f"default: the shipped demo weights {DEMO_WEIGHTS.name}")
-    ap.add_argument("--size", type=int, default=640, help="inference size (long side, pixels)")
+    ap.add_argument("--size", type=int, default=None,
+                    help="inference size (long side, pixels); default 640, or 256 (its training size) for the demo")
     ap.add_argument("--nosave", action="store_true", help="do not save annotated images to runs/hub/exp*")
     args = ap.parse_args()
     from utils.general import set_logging
     set_logging()
     try:
-        _demo(args.model or None, args.size, not args.nosave)
+        _demo(args.model or None, args.size or (640 if args.model else 256), not args.nosave)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"ERROR: {e}")
