@@ -85,7 +85,8 @@ class Detect(nn.Module):
         ny, nx = p.shape[2:4]
         if torch.is_autocast_enabled(p.device.type):
             p = p.float()  # decode in fp32: bf16/fp16 cannot hold pixel coordinates to better than a few px
-        if self.export:
+        traced = self.export or torch.jit.is_tracing()
+        if traced:
             grid = self._make_grid(nx, ny, p)  # traced from the input shape: dynamic sizes export correctly
         else:
             g = self.grid[i]
@@ -98,8 +99,8 @@ class Detect(nn.Module):
         else:
             y = p.sigmoid()
         stride, anchors = self.stride[i], self.anchor_grid[i]
-        if self.export or (torch.is_grad_enabled() and p.requires_grad):
-            # out-of-place: autograd-safe, and a plain graph for exporters
+        if traced or (torch.is_grad_enabled() and p.requires_grad):
+            # out-of-place: autograd-safe, and a plain graph for tracers / exporters
             xy = (y[..., 0:2] * 2 - 0.5 + grid) * stride  # cell offset in (-0.5, 1.5)
             wh = (y[..., 2:4] * 2) ** 2 * anchors  # (0, 4) x anchor
             return torch.cat((xy, wh, y[..., 4:]), -1)

@@ -388,3 +388,14 @@ def test_state_dict_keys_follow_upstream_layout(yolov5s):
               "model.24.anchors", "model.24.anchor_grid"):
         assert k in keys, k
     assert yolov5s.state_dict()["model.24.anchor_grid"].shape == (3, 1, 3, 1, 1, 2)
+
+
+def test_eval_model_traces_like_eager():
+    """torch.jit.trace of an eval (not export-mode) model: the tracer must see the out-of-place decode with a
+    grid built from the input, not the cached grid and in-place writes of the eager fast path."""
+    model = Model("yolov5-shufflenetv2.yaml", nc=3).eval()
+    x = torch.rand(1, 3, 96, 128)
+    traced = torch.jit.trace(model, x, strict=False)
+    with torch.no_grad():
+        expected = model(x)[0]
+    assert torch.equal(traced(x)[0], expected)
