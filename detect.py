@@ -29,9 +29,11 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from models.backends import BackendError, DetectMultiBackend, weights_kind  # noqa: E402
+from engine.backends import BackendError, DetectMultiBackend, weights_kind  # noqa: E402
 from utils.boxes import scale_coords, xyxy2xywh  # noqa: E402
-from utils.general import LOGGER, check_img_size, colorstr, count_noun, increment_path  # noqa: E402
+from utils.checks import check_img_size  # noqa: E402
+from utils.files import increment_path  # noqa: E402
+from utils.log import LOGGER, colorstr, count_noun  # noqa: E402
 from utils.nms import non_max_suppression  # noqa: E402
 from utils.torch_utils import select_device, time_synchronized  # noqa: E402
 
@@ -159,7 +161,7 @@ def run(weights: Union[str, Sequence[str]] = "yolov5s.pt", source: str = "data/i
         exist_ok: bool = False, line_thickness: int = 3, hide_labels: bool = False, hide_conf: bool = False,
         half: bool = False, dnn: bool = False, vid_stride: int = 1) -> Path:
     """Detect on ``source`` and save the results; returns the run directory."""
-    from utils.datasets import LoadImages, LoadStreams
+    from data.loaders import LoadImages, LoadStreams
     from utils.plots import Annotator, colors, save_one_box
 
     source = str(source)
@@ -288,7 +290,7 @@ def run(weights: Union[str, Sequence[str]] = "yolov5s.pt", source: str = "data/i
         s = f"\n{len(list(save_dir.glob('labels/*.txt')))} labels saved to {save_dir / 'labels'}" if save_txt else ""
         LOGGER.info(f"Results saved to {colorstr('bold', save_dir)}{s}")
     if update:
-        from utils.checkpoint import strip_optimizer
+        from engine.checkpoint import strip_optimizer
         for w in weights:
             if weights_kind(w) == "pt":
                 strip_optimizer(w)  # re-save without optimizer state / in the current format
@@ -352,7 +354,7 @@ def cli(argv: Optional[Sequence[str]] = None) -> int:
     try:
         main(opt)
     except (FileNotFoundError, BackendError, ConnectionError, ValueError) as e:
-        # ValueError covers utils.checkpoint.CheckpointError (not a checkpoint) and bad flag values
+        # ValueError covers engine.checkpoint.CheckpointError (not a checkpoint) and bad flag values
         LOGGER.error(f"ERROR: {e}")
         return 1
     return 0

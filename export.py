@@ -33,8 +33,9 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from models.backends import CONFIG_FILE, BackendError, ort_session_options, read_metadata  # noqa: E402
-from utils.general import LOGGER, colorstr, make_divisible  # noqa: E402
+from engine.backends import CONFIG_FILE, BackendError, ort_session_options, read_metadata  # noqa: E402
+from utils.checks import make_divisible  # noqa: E402
+from utils.log import LOGGER, colorstr  # noqa: E402
 
 FORMATS = ("torchscript", "onnx", "ptl")
 SUFFIX = {"torchscript": ".torchscript.pt", "onnx": ".onnx", "ptl": ".torchscript.ptl"}
@@ -69,7 +70,7 @@ class ExportModel(nn.Module):
 
 def detect_layer(model: nn.Module) -> nn.Module:
     """The (last) Detect head of a model."""
-    from models.yolo import Detect
+    from models.detect import Detect
     heads = [m for m in model.modules() if isinstance(m, Detect)]
     if not heads:
         raise ExportError("the model has no Detect layer")
@@ -83,7 +84,7 @@ def load_model(weights: str, device: torch.device, inplace: bool = False) -> nn.
         raise ExportError(f"export needs a PyTorch checkpoint (.pt), got '{weights}'")
     if not path.is_file():
         raise FileNotFoundError(f"weights not found: '{weights}'")
-    from models.experimental import attempt_load
+    from engine.checkpoint import attempt_load
     try:
         model = attempt_load(str(path), map_location=device, inplace=inplace, fuse=True)
     except Exception as e:  # noqa: BLE001 - any failure here means "not a usable checkpoint"; say which file
@@ -139,7 +140,7 @@ def synthetic_image(h: int = 480, w: int = 640, seed: int = 0) -> np.ndarray:
 def sample_images(imgsz: Sequence[int], batch: int, source: Optional[Path] = None) -> Tuple[torch.Tensor, str]:
     """(batch, 3, h, w) float [0, 1] RGB from data/images (letterboxed to exactly ``imgsz``) or generated scenes."""
     import cv2
-    from utils.augmentations import letterbox
+    from data.augmentations import letterbox
     folder = source or ROOT / "data" / "images"
     files = sorted(p for p in folder.glob("*") if p.suffix.lower() in IMG_FORMATS) if folder.is_dir() else []
     images, used = [], []

@@ -65,7 +65,7 @@ def _device(device: DeviceLike) -> torch.device:
 def _weights_file(name: str, source) -> Path:
     """Local weights for entry ``name`` (downloading official ones when missing); clear error when none exist."""
     if source == "official":
-        from utils.downloads import attempt_download
+        from engine.downloads import attempt_download
 
         local = Path(f"{name}.pt")  # upstream hub behaviour: a copy in the working directory is used first
         return local if local.is_file() else Path(attempt_download(ROOT / "weights" / f"{name}.pt"))
@@ -79,9 +79,9 @@ def _weights_file(name: str, source) -> Path:
 def _create(name: str, pretrained: bool = True, channels: int = 3, classes: int = 80, autoshape: bool = True,
             device: DeviceLike = None):
     """Model ``name`` (a key of ``_MODELS``), optionally with pretrained weights, wrapped in AutoShape."""
-    from models.experimental import attempt_load
-    from models.yolo import Model
-    from utils.general import LOGGER
+    from engine.checkpoint import attempt_load
+    from models.model import Model
+    from utils.log import LOGGER
     from utils.torch_utils import intersect_dicts
 
     if name not in _MODELS:
@@ -113,7 +113,7 @@ def custom(path: Union[str, Path, torch.nn.Module] = "path/to/model.pt", autosha
 
     ``path_or_model`` is the v5.0 keyword (a path or an already built model) and wins when given.
     """
-    from models.experimental import attempt_load
+    from engine.checkpoint import attempt_load
 
     source = path_or_model if path_or_model is not None else path
     dev = _device(device)
@@ -124,7 +124,7 @@ def custom(path: Union[str, Path, torch.nn.Module] = "path/to/model.pt", autosha
     if not autoshape:
         return model
     if not hasattr(model, "autoshape"):  # an Ensemble (list of paths) or a foreign module
-        from models.autoshape import AutoShape
+        from engine.autoshape import AutoShape
         return AutoShape(model)
     return model.autoshape()
 
@@ -218,7 +218,7 @@ if __name__ == "__main__":
                     help="inference size (long side, pixels); default 640, or 256 (its training size) for the demo")
     ap.add_argument("--nosave", action="store_true", help="do not save annotated images to runs/hub/exp*")
     args = ap.parse_args()
-    from utils.general import set_logging
+    from utils.log import set_logging
     set_logging()
     try:
         _demo(args.model or None, args.size or (640 if args.model else 256), not args.nosave)

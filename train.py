@@ -34,9 +34,11 @@ if str(ROOT) not in sys.path:
 
 from utils.distributed import (LOCAL_RANK, RANK, WORLD_SIZE, broadcast_object,  # noqa: E402
                                convert_sync_batchnorm, init_distributed)
-from utils.general import (LOGGER, check_file, check_img_size, colorstr, increment_path,  # noqa: E402
-                           init_seeds, one_cycle, set_logging)
-from utils.label_stats import labels_to_class_weights, labels_to_image_weights  # noqa: E402
+from utils.checks import check_img_size
+from utils.files import check_file, increment_path
+from utils.log import LOGGER, colorstr, set_logging
+from utils.torch_utils import init_seeds, one_cycle
+from data.label_stats import labels_to_class_weights, labels_to_image_weights  # noqa: E402
 from utils.loggers import Loggers  # noqa: E402
 
 NBS = 64  # nominal batch size: gradients are accumulated up to this many images per optimizer step
@@ -232,9 +234,9 @@ def memory_usage(device: torch.device) -> str:
 def load_weights(weights: str) -> dict:
     """Checkpoint dict of ``--weights`` (project format or an upstream .pt via the allow-list loader).
 
-    A missing official weights name (yolov5s.pt, ...) is downloaded by ``utils.downloads.attempt_download``.
+    A missing official weights name (yolov5s.pt, ...) is downloaded by ``engine.downloads.attempt_download``.
     """
-    from utils.checkpoint import CheckpointError, load_checkpoint
+    from engine.checkpoint import CheckpointError, load_checkpoint
     try:
         return load_checkpoint(weights, map_location="cpu")
     except FileNotFoundError as e:
@@ -245,7 +247,7 @@ def load_weights(weights: str) -> dict:
 
 def checkpoint_model(ckpt: dict, weights: str):
     """(model yaml dict or None, float state_dict) of the ``model`` (else ``ema``) entry of a checkpoint."""
-    from utils.checkpoint import CheckpointError, checkpoint_state_dict
+    from engine.checkpoint import CheckpointError, checkpoint_state_dict
     try:
         state_dict, cfg, _ = checkpoint_state_dict(ckpt, "model")
     except CheckpointError as e:
@@ -255,7 +257,7 @@ def checkpoint_model(ckpt: dict, weights: str):
 
 def build_model(opt, hyp: dict, nc: int, device: torch.device):
     """Model from --cfg (or the checkpoint's yaml) with weights transferred by name and shape; (model, ckpt)."""
-    from models.yolo import Model
+    from models.model import Model
     from utils.torch_utils import intersect_dicts
     anchors = hyp.get("anchors")
     ckpt = None
@@ -334,9 +336,9 @@ def check_labels(dataset, nc: int, data: str) -> None:
 # ------------------------------------------------------------------------------------------------ training
 def train(hyp, opt: argparse.Namespace, device: torch.device):
     """Train per the options; returns the final (P, R, mAP@0.5, mAP@0.5:0.95, val box, obj, cls) results."""
-    from utils.checkpoint import model_record, save_checkpoint
-    from utils.data_config import check_dataset
-    from utils.datasets import create_dataloader
+    from engine.checkpoint import model_record, save_checkpoint
+    from data.config import check_dataset
+    from data.datasets import create_dataloader
     from utils.loss import CLS_ACTIVATION, ComputeLoss, warn_multilabel
     from utils.torch_utils import ModelEMA, de_parallel, torch_distributed_zero_first
 
@@ -408,7 +410,7 @@ def train(hyp, opt: argparse.Namespace, device: torch.device):
                 from utils.plots import plot_labels
                 plot_labels(np.concatenate(dataset.labels, 0), names, save_dir)
             if not opt.noautoanchor:
-                from utils.autoanchor import check_anchors
+                from engine.autoanchor import check_anchors
                 check_anchors(dataset, model=model, thr=hyp["anchor_t"], imgsz=imgsz)
             model.half().float()  # pre-reduce anchor precision
 
@@ -611,13 +613,13 @@ def train_one_epoch(model, loader, optimizer, scaler, ema, compute_loss, hyp, op
 def finish_training(last, best, opt, data_dict, val_loader, save_dir, compute_loss, device, is_coco, plots,
                     results, loggers, epoch):
     """Strip the optimizer from last/best, validate best.pt with plots and draw results.png."""
-    from utils.checkpoint import strip_optimizer
+    from engine.checkpoint import strip_optimizer
     for f in (last, best):
         if f.exists():
             strip_optimizer(f)
     if not opt.evolve and best.exists():
         import val
-        from models.experimental import attempt_load
+        from engine.checkpoint import attempt_load
         LOGGER.info(f"\nValidating {best}...")
         results, _, _ = val.run(data_dict, batch_size=opt.total_batch_size // WORLD_SIZE * 2,
                                 imgsz=check_img_size(opt.img_size[-1], 32), model=attempt_load(best, device),
@@ -778,8 +780,8 @@ def run(**kwargs) -> argparse.Namespace:
 def user_errors() -> tuple:
     """Exception types that mean bad input (reported as one line) rather than a bug."""
     errors = [TrainError, FileNotFoundError, yaml.YAMLError]
-    for module, name in (("utils.checkpoint", "CheckpointError"), ("utils.data_config", "DatasetError"),
-                         ("utils.datasets", "DatasetError"), ("models.yaml_parser", "ModelYamlError")):
+    for module, name in (("engine.checkpoint", "CheckpointError"), ("data.config", "DatasetError"),
+                         ("data.datasets", "DatasetError"), ("models.builder", "ModelYamlError")):
         try:
             errors.append(getattr(__import__(module, fromlist=[name]), name))
         except (ImportError, AttributeError):

@@ -26,9 +26,11 @@ ROOT = FILE.parent
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
-from utils.general import (LOGGER, check_img_size, colorstr, increment_path, scale_coords,  # noqa: E402
-                           xywh2xyxy, xyxy2xywh)
-from utils.data_config import check_dataset  # noqa: E402
+from utils.boxes import scale_coords, xywh2xyxy, xyxy2xywh
+from utils.checks import check_img_size
+from utils.files import increment_path
+from utils.log import LOGGER, colorstr
+from data.config import check_dataset  # noqa: E402
 from utils.metrics import ConfusionMatrix, ap_per_class, box_iou  # noqa: E402
 from utils.nms import non_max_suppression  # noqa: E402
 from utils.plots import output_to_target, plot_images, plot_study_txt, zip_files  # noqa: E402
@@ -227,7 +229,7 @@ def run(data, weights=None, batch_size: int = 32, imgsz: int = 640, conf_thres: 
         if not isinstance(data, dict):
             data = check_dataset(data)
     else:
-        from models.backends import DetectMultiBackend
+        from engine.backends import DetectMultiBackend
 
         if task not in TASKS:
             raise ValueError(f"--task '{task}' is invalid, use one of {', '.join(TASKS)}")
@@ -267,7 +269,7 @@ def run(data, weights=None, batch_size: int = 32, imgsz: int = 640, conf_thres: 
             raise ValueError(f"--task {task}: the dataset yaml {data_arg} has no '{split}' split")
         save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)  # only now: all input is valid
         save_dir.mkdir(parents=True, exist_ok=True)
-        from utils.datasets import create_dataloader
+        from data.datasets import create_dataloader
         rect = pt or model.fixed_shape is None
         dataloader = create_dataloader(data[split], imgsz, batch_size, stride, single_cls=single_cls,
                                        pad=0.0 if task == "speed" or not rect else 0.5, rect=rect,

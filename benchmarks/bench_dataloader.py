@@ -24,7 +24,7 @@ import yaml  # noqa: E402
 
 
 def run_once(path, img: int, batch: int, workers: int, hyp: dict, warmup: int, batches: int, seed: int) -> float:
-    from utils.datasets import create_dataloader
+    from data.datasets import create_dataloader
     loader, _ = create_dataloader(path, img, batch, 32, hyp=hyp, augment=True, workers=workers, shuffle=True,
                                   seed=seed, prefix="")
     it = iter(loader)
@@ -55,9 +55,9 @@ def main(argv=None) -> None:
     ap.add_argument("--batches", type=int, default=20)
     a = ap.parse_args(argv)
 
-    from utils.data_config import check_dataset
-    from utils.datasets import LoadImagesAndLabels
-    from utils.general import set_logging
+    from data.config import check_dataset
+    from data.datasets import LoadImagesAndLabels
+    from utils.log import set_logging
     set_logging(verbose=False)
     torch.set_num_threads(1)
     hyp = yaml.safe_load(Path(a.hyp).read_text())

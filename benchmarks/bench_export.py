@@ -5,7 +5,7 @@
 
 Models are built from their yaml with random weights (latency does not depend on the values), saved as a
 project checkpoint and exported with ``export.py`` (so the TorchScript / ONNX files are exactly what users get),
-then loaded back through ``models.backends.DetectMultiBackend``. Each backend runs ``--warmup`` passes, then
+then loaded back through ``engine.backends.DetectMultiBackend``. Each backend runs ``--warmup`` passes, then
 ``--runs`` timed single-image passes, the backends taking turns (round-robin, so a change in machine load hits
 them all alike). Reported: median wall time and median process CPU time per image, and their ratios to eager
 (higher = faster). ONNX Runtime's intra-op threads follow ``torch.get_num_threads()``.
@@ -59,9 +59,9 @@ def interleaved_latency_ms(cases: Dict[str, Callable[[], object]], runs: int, wa
 def bench_case(cfg: str, imgsz: int, runs: int, warmup: int, workdir: Path) -> Dict[str, float]:
     """{backend: median ms} for one model config at one square size."""
     import export
-    from models.backends import DetectMultiBackend
-    from models.yolo import Model
-    from utils.checkpoint import save_checkpoint
+    from engine.backends import DetectMultiBackend
+    from models.model import Model
+    from engine.checkpoint import save_checkpoint
     from utils.torch_utils import prepare_for_inference
 
     torch.manual_seed(0)

@@ -27,9 +27,9 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from models.common import SPP  # noqa: E402
-from models.yolo import Model  # noqa: E402
-from utils.general import LOGGER  # noqa: E402
+from models.blocks.pooling import SPP  # noqa: E402
+from models.model import Model  # noqa: E402
+from utils.log import LOGGER  # noqa: E402
 from utils.torch_utils import count_flops, prepare_for_inference  # noqa: E402
 
 CONFIGS = ["yolov5-shufflenetv2.yaml", "yolov5-mobilenetv3small.yaml", "yolov5-mobilenetv3large.yaml",

@@ -22,8 +22,8 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from models.yolo import Model  # noqa: E402
-from utils.general import set_logging  # noqa: E402
+from models.model import Model  # noqa: E402
+from utils.log import set_logging  # noqa: E402
 from utils.loss import ComputeLoss  # noqa: E402
 from utils.torch_utils import select_device  # noqa: E402
 

@@ -7,7 +7,7 @@
     python scripts/make_demo.py --picture-only                                 # redraw docs/demo.jpg
 
 Training runs ``train.py`` with TRAIN_ARGS (the ShuffleNetV2 config on the embedded shapes dataset) in a
-subprocess; the run's best.pt is then finalised with ``utils.checkpoint.strip_optimizer`` (EMA weights, fp16, no
+subprocess; the run's best.pt is then finalised with ``engine.checkpoint.strip_optimizer`` (EMA weights, fp16, no
 optimizer) into the demo file, which must stay under 2 MB. The demo images are rendered by the shapes generator
 with a seed that neither the train nor the val split uses, so the demo detector has never seen them. Finally
 ``python detect.py --weights <demo weights> --source data/images`` runs and its annotated images are tiled into
@@ -29,7 +29,7 @@ if str(ROOT) not in sys.path:
 DEMO_WEIGHTS = ROOT / "weights" / "demo-shufflenetv2-shapes.pt"
 DEMO_IMAGES = ROOT / "data" / "images"
 DEMO_PICTURE = ROOT / "docs" / "demo.jpg"
-DEMO_SEED = 20210411  # the shapes train/val splits use seed 0 (utils.shapes.DEFAULTS)
+DEMO_SEED = 20210411  # the shapes train/val splits use seed 0 (data.shapes.DEFAULTS)
 DEMO_SIZE = 320  # long side of the demo images, as in the shapes dataset
 DETECT_SIZE = 256  # the training --img of TRAIN_ARGS: detect at the scale the model learned
 DEMO_COUNT = 4
@@ -46,7 +46,7 @@ def write_images(out: Path = DEMO_IMAGES, n: int = DEMO_COUNT, seed: int = DEMO_
     """Render ``n`` shapes images (seed ``seed``, not in the train/val splits) as ``out/shapes{i}.jpg``."""
     import cv2
 
-    from utils.shapes import render_image
+    from data.shapes import render_image
 
     out.mkdir(parents=True, exist_ok=True)
     files = []
@@ -61,7 +61,7 @@ def write_images(out: Path = DEMO_IMAGES, n: int = DEMO_COUNT, seed: int = DEMO_
 
 def train(epochs: Optional[int], extra: List[str]) -> Path:
     """Run train.py with TRAIN_ARGS (+ overrides) in a fresh run directory; path of the run's best.pt."""
-    from utils.general import increment_path
+    from utils.files import increment_path
 
     run_dir = increment_path(ROOT / "runs" / "train" / RUN_NAME)  # the name train.py will pick
     args = list(TRAIN_ARGS)
@@ -78,9 +78,9 @@ def train(epochs: Optional[int], extra: List[str]) -> Path:
 
 def make_weights(best: Path, out: Path = DEMO_WEIGHTS) -> Path:
     """Strip ``best`` (EMA -> model, fp16, no optimizer) to ``out``; checks it loads, has 8 classes, < 2 MB."""
-    from models.experimental import attempt_load
-    from utils.checkpoint import strip_optimizer
-    from utils.shapes import NAMES
+    from engine.checkpoint import attempt_load
+    from engine.checkpoint import strip_optimizer
+    from data.shapes import NAMES
 
     if not Path(best).is_file():
         raise FileNotFoundError(f"--from-run: '{best}' does not exist")

@@ -10,8 +10,8 @@ NAMES = ["circle", "square", "triangle"]
 
 def make_checkpoint(path: Path, cls_act: str = "sigmoid", seed: int = 0) -> Path:
     """Tiny ShuffleNetV2 detector (nc=3) in the project format, scaled so it produces a few dozen boxes per image."""
-    from models.yolo import Model
-    from utils.checkpoint import save_checkpoint
+    from models.model import Model
+    from engine.checkpoint import save_checkpoint
     torch.manual_seed(seed)
     model = Model(str(CFG), nc=len(NAMES))
     model.names = list(NAMES)

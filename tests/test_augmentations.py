@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from utils.augmentations import (augment_hsv, box_candidates, letterbox, mixup, mosaic4, random_perspective)
+from data.augmentations import (augment_hsv, box_candidates, letterbox, mixup, mosaic4, random_perspective)
 
 GREY = 114
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from utils.autoanchor import anchor_metrics, check_anchors, kmean_anchors, kmeans_np
-from utils.datasets import LoadImagesAndLabels
-from utils.shapes import generate_shapes
+from engine.autoanchor import anchor_metrics, check_anchors, kmean_anchors, kmeans_np
+from data.datasets import LoadImagesAndLabels
+from data.shapes import generate_shapes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,7 +56,7 @@ def test_kmean_anchors_fit_and_are_deterministic(shapes_ds):
 
 
 def test_check_anchors_replaces_bad_anchors_in_both_buffers(shapes_ds):
-    from models.yolo import Model
+    from models.model import Model
     model = Model(str(ROOT / "models" / "yolov5-shufflenetv2.yaml"), nc=8)
     det = model.model[-1]
     before = det.anchor_grid.clone()

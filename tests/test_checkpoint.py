@@ -1,4 +1,5 @@
 """utils/checkpoint.py: project format round trips, safe loading of upstream-style pickles, atomic saves."""
+import contextlib
 import copy
 import os
 import pathlib
@@ -9,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from utils.checkpoint import (CheckpointError, UnsafeCheckpointError, attempt_load, checkpoint_state_dict,
+from engine.checkpoint import (CheckpointError, UnsafeCheckpointError, attempt_load, checkpoint_state_dict,
                               load_checkpoint, model_from_record, model_record, save_checkpoint, strip_optimizer)
 
 # A small P3-P5 model using the v5.0 blocks a pickle would reference (Focus, Conv, C3, SPP, Upsample, Concat).
@@ -47,7 +48,7 @@ LAYER_ATTRS = {"i", "f", "type", "np"}
 
 
 def _build(cls_act="sigmoid", seed=0):
-    from models.yolo import Model
+    from models.model import Model
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = Model(copy.deepcopy(TINY_YAML), ch=3, nc=3)
@@ -98,6 +99,29 @@ def _as_v50_pickle(model):
         for key in [k for k in vars(m) if not k.startswith("_") and k not in keep]:
             delattr(m, key)
     return legacy
+
+
+@contextlib.contextmanager
+def _upstream_class_paths(model_name: str = "Model"):
+    """Pickle the YOLOv5 classes under the module paths upstream used (models.common.Conv, models.yolo.Model, ...),
+    as an upstream checkpoint records them."""
+    from models import registry
+    from models.model import Model
+    saved = {}
+    targets = [(b.cls, b.pickled_as[0]) for b in registry.BLOCKS if b.pickled_as] + [(Model, f"models.yolo.{model_name}")]
+    try:
+        for cls, path in targets:
+            saved[cls] = (cls.__module__, cls.__qualname__)
+            cls.__module__, cls.__qualname__ = path.rsplit(".", 1)
+        yield
+    finally:
+        for cls, (module, qualname) in saved.items():
+            cls.__module__, cls.__qualname__ = module, qualname
+
+
+def _upstream_save(obj, f, model_name: str = "Model") -> None:
+    with _upstream_class_paths(model_name):
+        torch.save(obj, f)
 
 
 def _assert_sentinel_untouched(path):
@@ -184,11 +208,11 @@ def test_atomic_save_survives_crash(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------------------------------------- legacy pickles
 def test_legacy_v50_pickle_loads_through_allow_list(model, x, tmp_path):
-    from models.yolo import Model
+    from models.model import Model
     f = tmp_path / "yolov5_v50.pt"
     legacy = _as_v50_pickle(model).half()
-    torch.save({"epoch": -1, "best_fitness": np.array([0.5]), "training_results": "0/2 ...", "model": legacy,
-                "optimizer": None, "wandb_id": None}, f)  # default pickler: whole module tree
+    _upstream_save({"epoch": -1, "best_fitness": np.array([0.5]), "training_results": "0/2 ...", "model": legacy,
+                    "optimizer": None, "wandb_id": None}, f)  # default pickler: whole module tree
     unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(f)
     assert "models.yolo.Model" in unsafe and "torch.nn.modules.conv.Conv2d" in unsafe
     with pytest.raises(pickle.UnpicklingError):  # really a full pickle that plain weights_only refuses
@@ -216,13 +240,9 @@ def test_legacy_v6_v7_detect_layout_is_converted(model, x, tmp_path):
     f = tmp_path / "yolov5_v7.pt"
     alias = getattr(models.yolo, "DetectionModel", None)
     assert alias is models.yolo.Model, "v7 pickles need models.yolo.DetectionModel (contract 10.1)"
-    qualname = models.yolo.Model.__qualname__
-    try:  # pickle the class under its v7 name, as a v7 checkpoint does
-        models.yolo.Model.__qualname__ = "DetectionModel"
-        torch.save({"epoch": 9, "best_fitness": np.float64(0.3), "model": legacy, "ema": None, "opt": {},
-                    "git": {"commit": "abc"}, "date": "2022"}, f)
-    finally:
-        models.yolo.Model.__qualname__ = qualname
+    # pickle the class under its v7 name, as a v7 checkpoint does
+    _upstream_save({"epoch": 9, "best_fitness": np.float64(0.3), "model": legacy, "ema": None, "opt": {},
+                    "git": {"commit": "abc"}, "date": "2022"}, f, model_name="DetectionModel")
     assert "models.yolo.DetectionModel" in torch.serialization.get_unsafe_globals_in_checkpoint(f)
 
     loaded = attempt_load(f, fuse=False)
@@ -237,7 +257,7 @@ def test_legacy_v6_v7_detect_layout_is_converted(model, x, tmp_path):
 
 def test_checkpoint_state_dict_both_formats(model, tmp_path):
     legacy_f, project_f = tmp_path / "legacy.pt", tmp_path / "project.pt"
-    torch.save({"model": _as_v50_pickle(model).half(), "ema": None}, legacy_f)
+    _upstream_save({"model": _as_v50_pickle(model).half(), "ema": None}, legacy_f)
     save_checkpoint({"model": model_record(model, half=True), "ema": None}, project_f)
     sd_legacy, yaml_legacy, names_legacy = checkpoint_state_dict(load_checkpoint(legacy_f))
     sd_project, yaml_project, names_project = checkpoint_state_dict(load_checkpoint(project_f))
@@ -328,7 +348,7 @@ def test_non_checkpoint_files_give_clear_errors(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- ensemble, strip
 def test_ensemble_concatenates_outputs(model, other, soft, x, tmp_path):
-    from models.experimental import Ensemble
+    from models.model import Ensemble
     a, b = tmp_path / "a.pt", tmp_path / "b.pt"
     save_checkpoint({"model": model_record(model)}, a)
     save_checkpoint({"model": model_record(other)}, b)
@@ -340,7 +360,7 @@ def test_ensemble_concatenates_outputs(model, other, soft, x, tmp_path):
     assert torch.equal(out, torch.cat([_infer(model, x), _infer(other, x)], 1))
 
     upstream, soft_f = tmp_path / "upstream.pt", tmp_path / "soft.pt"
-    torch.save({"model": _as_v50_pickle(model)}, upstream)  # upstream pickles decode with sigmoid
+    _upstream_save({"model": _as_v50_pickle(model)}, upstream)  # upstream pickles decode with sigmoid
     save_checkpoint({"model": model_record(soft)}, soft_f)
     with pytest.raises(ValueError, match="class activations.*softmax"):
         attempt_load([upstream, soft_f], fuse=False)
@@ -364,7 +384,7 @@ def test_strip_optimizer(model, other, x, tmp_path):
 
     # an upstream pickle comes out in the project format (loadable with plain weights_only=True)
     legacy = tmp_path / "upstream.pt"
-    torch.save({"epoch": 3, "best_fitness": np.array([0.4]), "training_results": "r", "model": _as_v50_pickle(model),
+    _upstream_save({"epoch": 3, "best_fitness": np.array([0.4]), "training_results": "r", "model": _as_v50_pickle(model),
                 "ema": _as_v50_pickle(ema).half(), "updates": 9, "optimizer": optimizer.state_dict(),
                 "wandb_id": "w"}, legacy)
     strip_optimizer(legacy)

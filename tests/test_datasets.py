@@ -12,10 +12,12 @@ import torch
 import yaml
 
 from utils.boxes import scale_coords, xywhn2xyxy
-from utils.data_config import check_dataset
-from utils.datasets import (LoadImages, LoadImagesAndLabels, LoadStreams, create_dataloader, img2label_paths,
-                            labels_to_class_weights, labels_to_image_weights)
-from utils.label_cache import CACHE_VERSION
+from data.config import check_dataset
+from data.datasets import LoadImagesAndLabels, create_dataloader
+from data.label_cache import img2label_paths
+from data.label_stats import labels_to_class_weights, labels_to_image_weights
+from data.loaders import LoadImages, LoadStreams
+from data.label_cache import CACHE_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 HYP = yaml.safe_load((ROOT / "data" / "hyp.scratch.yaml").read_text())
@@ -232,7 +234,7 @@ def test_foreign_or_corrupt_cache_is_rebuilt_not_unpickled(split):
 def test_unwritable_cache_dir_warns(split, log_lines, monkeypatch):
     def refuse(*a, **k):
         raise PermissionError(30, "Read-only file system")
-    monkeypatch.setattr("utils.label_cache.torch.save", refuse)
+    monkeypatch.setattr("data.label_cache.torch.save", refuse)
     ds = LoadImagesAndLabels(split, 64, progress=False)
     assert ds.n == 8
     assert any("not writeable" in x for x in log_lines)

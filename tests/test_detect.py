@@ -69,8 +69,8 @@ def test_directory_outputs_and_labels(assets, tmp_path, log_lines):
     assert np.all(np.diff(labels[:, 5]) >= 0)  # reversed NMS order: lowest confidence first
 
     # independent reference for a.jpg: backend + NMS on the letterboxed image, mapped back by hand
-    from models.backends import DetectMultiBackend
-    from utils.augmentations import letterbox
+    from engine.backends import DetectMultiBackend
+    from data.augmentations import letterbox
     from utils.nms import non_max_suppression
     im0 = cv2.imread(str(images / "a.jpg"))
     lb, ratio, (dw, dh) = letterbox(im0, 128, stride=32, auto=True)
@@ -176,7 +176,7 @@ def test_bad_input_cli(assets, tmp_path, log_lines):
 
 
 def test_update_strips_weights(assets, tmp_path):
-    from utils.checkpoint import load_checkpoint
+    from engine.checkpoint import load_checkpoint
     d, w, images, _, _ = assets
     wf = tmp_path / "u.pt"
     wf.write_bytes(w.read_bytes())

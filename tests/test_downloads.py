@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from utils import downloads
-from utils.downloads import OFFICIAL_WEIGHTS, DownloadError, attempt_download, weights_url
+from engine import downloads
+from engine.downloads import OFFICIAL_WEIGHTS, DownloadError, attempt_download, weights_url
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,8 +74,8 @@ def server(monkeypatch):
 
 def _tiny_checkpoint(path: Path, nc: int = 3) -> Path:
     """A real project checkpoint of a narrow yolov5s (width 1/8) with nc classes."""
-    from models.yolo import Model
-    from utils.checkpoint import model_record, save_checkpoint
+    from models.model import Model
+    from engine.checkpoint import model_record, save_checkpoint
 
     cfg = yaml.safe_load((ROOT / "models" / "yolov5s.yaml").read_text())
     cfg.update(width_multiple=0.125, nc=nc)
@@ -128,7 +128,7 @@ def test_download_success_temp_then_rename(server, ckpt_bytes, tmp_path, monkeyp
     assert sorted(p.name for p in target.parent.iterdir()) == ["yolov5s.pt"]  # temp file gone
     assert "100%" in capsys.readouterr().err  # tqdm progress bar reached the end
 
-    from models.experimental import attempt_load
+    from engine.checkpoint import attempt_load
     model = attempt_load(out)
     assert model.names == ["class0", "class1", "class2"]
 
@@ -138,7 +138,7 @@ def test_download_success_temp_then_rename(server, ckpt_bytes, tmp_path, monkeyp
 
 def test_loaders_download_missing_official_weights(server, ckpt_bytes, tmp_path, monkeypatch):
     """attempt_load (used by detect / val / DetectMultiBackend) fetches a missing official file by itself."""
-    from models.experimental import attempt_load
+    from engine.checkpoint import attempt_load
     server.routes["/yolov5m6.pt"] = (200, ckpt_bytes, "ok")
     monkeypatch.chdir(tmp_path)
     model = attempt_load("yolov5m6.pt")  # bare name: downloaded into the working directory, as upstream

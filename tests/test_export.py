@@ -1,4 +1,4 @@
-"""export.py / models/export.py / models.backends: formats, metadata, numerical agreement, class activation, errors."""
+"""export.py / models/export.py / engine.backends: formats, metadata, numerical agreement, class activation, errors."""
 import json
 import subprocess
 import sys
@@ -29,14 +29,14 @@ def soft_exports(wdir):
 
 
 def torch_reference(weights: Path, im: torch.Tensor) -> torch.Tensor:
-    from models.experimental import attempt_load
+    from engine.checkpoint import attempt_load
     model = attempt_load(str(weights), map_location="cpu")
     with torch.no_grad():
         return model(im)[0]
 
 
 def ort_run(f: Path, im: torch.Tensor):
-    from models.backends import ort_session_options
+    from engine.backends import ort_session_options
     import onnxruntime as ort
     s = ort.InferenceSession(str(f), sess_options=ort_session_options(), providers=["CPUExecutionProvider"])
     return s, [torch.from_numpy(o) for o in s.run(None, {"images": im.numpy()})]
@@ -94,7 +94,7 @@ def test_class_activation_travels(wdir, soft_exports):
 def test_raw_heads_export_decodes_like_decoded_export(wdir, soft_exports, tmp_path):
     """--train writes the raw level maps; the backend decodes them with the recorded anchors + softmax."""
     import export
-    from models.backends import DetectMultiBackend, read_metadata
+    from engine.backends import DetectMultiBackend, read_metadata
     raw_pt = tmp_path / "soft.pt"
     raw_pt.write_bytes((wdir / "soft.pt").read_bytes())
     files = export.run(weights=[str(raw_pt)], imgsz=[IMG], include=["onnx", "torchscript"], train=True)
@@ -122,7 +122,7 @@ def test_dynamic_onnx_runs_at_other_shapes(wdir, tmp_path):
 
 
 def test_backend_api(wdir, soft_exports, tmp_path):
-    from models.backends import BackendError, DetectMultiBackend
+    from engine.backends import BackendError, DetectMultiBackend
     for f in [wdir / "soft.pt", *soft_exports.values()]:
         b = DetectMultiBackend(f)
         assert (b.stride, b.names, b.nc, b.cls_act) == (32, NAMES, 3, "softmax")
@@ -156,7 +156,7 @@ def test_backend_api(wdir, soft_exports, tmp_path):
 def test_verification_catches_a_mismatch(wdir, soft_exports):
     """The check that guards every export can fail: a different model does not verify against the file."""
     import export
-    from models.experimental import attempt_load
+    from engine.checkpoint import attempt_load
     other = attempt_load(str(wdir / "sig.pt"), map_location="cpu")  # sigmoid classes vs the softmax file
     for m in other.modules():
         if hasattr(m, "anchors"):

@@ -7,8 +7,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.common import SPP, SPPF, C3Ghost, Conv, DWConv, GhostBottleneck, cascade_maxpools
-from models.yolo import Model
+from models.blocks.conv import Conv, DWConv
+from models.blocks.csp import C3Ghost, GhostBottleneck
+from models.blocks.pooling import SPP, SPPF, cascade_maxpools
+from models.model import Model
 from utils.torch_utils import fold_batchnorms, is_fused, prepare_for_inference
 
 
@@ -79,7 +81,7 @@ def test_fuse_ghost_and_dwconv():
 
 
 def test_fuse_sequential_conv_bn_pairs_in_mobile_blocks():
-    from models.mobile import MOBILE_BLOCKS
+    from models.blocks.mobile import MOBILE_BLOCKS
     blocks = {cls.__name__: cls for cls in MOBILE_BLOCKS.values()}
     torch.manual_seed(0)
     net = nn.Sequential(

@@ -16,14 +16,14 @@ def _hub(entry: str, **kwargs):
 
 
 def _save(model, path: Path) -> Path:
-    from utils.checkpoint import model_record, save_checkpoint
+    from engine.checkpoint import model_record, save_checkpoint
     return save_checkpoint({"epoch": -1, "model": model_record(model, half=True)}, path)
 
 
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory) -> Path:
     """Project checkpoint of a narrow yolov5s (width 1/8) with 3 named classes."""
-    from models.yolo import Model
+    from models.model import Model
     cfg = yaml.safe_load((ROOT / "models" / "yolov5s.yaml").read_text())
     cfg.update(width_multiple=0.125, nc=3)
     model = Model(cfg)
@@ -33,7 +33,7 @@ def tiny_ckpt(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def shapes_jpg(tmp_path_factory) -> Path:
-    from utils.shapes import render_image
+    from data.shapes import render_image
     img, _ = render_image(seed=123, split=0, index=0, img_size=160)
     f = tmp_path_factory.mktemp("img") / "shapes.jpg"
     cv2.imwrite(str(f), img)
@@ -41,7 +41,7 @@ def shapes_jpg(tmp_path_factory) -> Path:
 
 
 def test_custom_returns_autoshape_and_runs_on_path_and_numpy(tiny_ckpt, shapes_jpg):
-    from models.autoshape import AutoShape, Detections
+    from engine.autoshape import AutoShape, Detections
     model = _hub("custom", path=str(tiny_ckpt), device="cpu")
     assert isinstance(model, AutoShape)
     assert model.names == ["alpha", "beta", "gamma"] and torch.equal(model.stride, torch.tensor([8.0, 16.0, 32.0]))
@@ -63,7 +63,7 @@ def test_custom_returns_autoshape_and_runs_on_path_and_numpy(tiny_ckpt, shapes_j
 
 
 def test_custom_without_autoshape_is_the_checkpoint_model(tiny_ckpt):
-    from models.experimental import attempt_load
+    from engine.checkpoint import attempt_load
     raw = _hub("custom", path=tiny_ckpt, autoshape=False, device="cpu")
     ref = attempt_load(tiny_ckpt, fuse=False)
     assert not raw.training and raw.names == ref.names
@@ -86,7 +86,7 @@ def test_pretrained_with_other_classes_transfers_matching_weights(tmp_path, monk
     """classes != the weights' nc: every weight whose shape still fits is kept, only the class-dependent head
     convs are new (same rule for the official entries, shown here on the small ShuffleNetV2 config)."""
     import hubconf
-    from models.yolo import Model
+    from models.model import Model
     cfg = hubconf._MODELS["yolov5_shufflenetv2"][0]
     ref = Model(str(cfg), nc=8)
     weights = _save(ref, tmp_path / "shapes8.pt")
@@ -127,7 +127,7 @@ def test_shipped_demo_weights(caplog):
     import importlib.util
 
     from utils.metrics import box_iou
-    from utils.shapes import NAMES, render_image
+    from data.shapes import NAMES, render_image
 
     spec = importlib.util.spec_from_file_location("make_demo", ROOT / "scripts" / "make_demo.py")
     demo = importlib.util.module_from_spec(spec)

@@ -346,7 +346,7 @@ def test_every_box_loss_variant():
 def _real_model(nc, hyp, width=0.125):
     """yolov5s (narrowed by default to keep the test fast: the head and its bias prior are the same)."""
     import yaml
-    from models.yolo import Model
+    from models.model import Model
     with open(Path(__file__).resolve().parents[1] / "models" / "yolov5s.yaml") as f:
         cfg = yaml.safe_load(f)
     model = Model(dict(cfg, width_multiple=width if width is not None else cfg["width_multiple"]), nc=nc)
@@ -374,8 +374,8 @@ def test_ce_and_bce_class_terms_within_3x_at_init(nc, width):
 
 
 def test_activation_round_trip_save_attempt_load(tmp_path):
-    from models.experimental import attempt_load
-    from utils.checkpoint import model_record, save_checkpoint
+    from engine.checkpoint import attempt_load
+    from engine.checkpoint import model_record, save_checkpoint
 
     x = torch.rand(1, 3, 64, 64)
     for mode, act in CLS_ACTIVATION.items():
@@ -399,7 +399,7 @@ def test_activation_round_trip_save_attempt_load(tmp_path):
 
 
 def test_upstream_style_pickle_stays_sigmoid(tmp_path):
-    from models.experimental import attempt_load
+    from engine.checkpoint import attempt_load
 
     model = _real_model(3, HYP_V50)
     assert "cls_act" not in model.model[-1].__dict__  # never switched: like a pickled v5.0 Detect

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.mobile import (MOBILE_BLOCKS, MobileNetV3_InvertedResidual, SELayer, ShuffleNetV2_InvertedResidual,
+from models.blocks.mobile import (MOBILE_BLOCKS, MobileNetV3_InvertedResidual, SELayer, ShuffleNetV2_InvertedResidual,
                            StemBlock, channel_shuffle, conv_bn_hswish, conv_bn_relu_maxpool, h_sigmoid, h_swish)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -205,7 +205,7 @@ def test_stem_block():
 
 
 def test_registry_and_star_export():
-    import models.mobile as mobile
+    import models.blocks.mobile as mobile
     names = {"conv_bn_relu_maxpool", "conv_bn_act_maxpool", "ShuffleNetV2_InvertedResidual", "Shuffle_Block",
              "StemBlock", "conv_bn_hswish", "MobileNetV3_InvertedResidual"}
     assert set(MOBILE_BLOCKS) == names
@@ -324,7 +324,7 @@ class _Records(logging.Handler):
 
 def _build(cfg, **kw):
     """Build a Model, returning it with everything logged on the project logger meanwhile."""
-    from models.yolo import Model
+    from models.model import Model
     handler = _Records()
     logger = logging.getLogger("yolov5")
     logger.addHandler(handler)

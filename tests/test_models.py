@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from models.yolo import Detect, DetectionModel, Model
+from models.detect import Detect
+from models.model import DetectionModel, Model
 from utils.torch_utils import (ModelEMA, count_flops, fuse_conv_and_bn, intersect_dicts, scale_img,
                                select_device)
 
@@ -248,7 +249,7 @@ def _img(h=120, w=160, seed=0):
 
 
 def test_autoshape_numpy_file_and_pil(tmp_path, yolov5s):
-    pytest.importorskip("utils.augmentations")
+    pytest.importorskip("data.augmentations")
     pytest.importorskip("utils.nms")
     from PIL import Image
 

@@ -9,8 +9,9 @@ import torch.nn as nn
 import yaml
 
 from models import common
-from models.yaml_parser import ModelYamlError, parse_model, resolve_arg, resolve_module
-from models.yolo import Detect, Model
+from models.builder import ModelYamlError, parse_model, resolve_arg, resolve_module
+from models.detect import Detect
+from models.model import Model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,7 +108,7 @@ def test_module_resolution():
 
 
 def test_mobile_blocks_are_conv_like():
-    from models.mobile import MOBILE_BLOCKS
+    from models.blocks.mobile import MOBILE_BLOCKS
     name = next(k for k, v in MOBILE_BLOCKS.items() if v.__name__ == "conv_bn_hswish")
     d = tiny([[-1, 1, name, [20, 2]], [-1, 1, "Conv", [32, 3, 2]], [-1, 1, "Conv", [32, 3, 2]],
               [-1, 1, "Conv", [64, 3, 2]]], gw=0.5)

@@ -71,7 +71,7 @@ def test_torchrun_two_cpu_processes(tmp_path):
     assert epochs_in(save / "results.csv") == [0]
     ck = torch.load(save / "weights" / "last.pt", weights_only=True)
     assert ck["epoch"] == -1 and ck["model"]["nc"] == 3
-    from utils.checkpoint import model_from_record
+    from engine.checkpoint import model_from_record
     model = model_from_record(ck["model"])  # plain BatchNorm2d again: loadable without DDP
     assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import yaml
 
-from utils.data_config import check_dataset
-from utils.datasets import LoadImagesAndLabels
-from utils.label_cache import parse_label_file
-from utils.shapes import COLORS_BGR, MAX_SIZE, MIN_SIZE, NAMES, generate_shapes, render_image
+from data.config import check_dataset
+from data.datasets import LoadImagesAndLabels
+from data.label_cache import parse_label_file
+from data.shapes import COLORS_BGR, MAX_SIZE, MIN_SIZE, NAMES, generate_shapes, render_image
 
 ROOT = Path(__file__).resolve().parents[1]
 

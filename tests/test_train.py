@@ -178,7 +178,7 @@ def test_seed_is_deterministic_and_ce_gives_softmax_checkpoint(tiny, tmp_path):
     assert rows_a == (b / "results.csv").read_text().splitlines()[1:]
     # CE training: softmax head recorded in the checkpoint, and attempt_load decodes with softmax
     assert sa["cls_act"] == "softmax" and sa["hyp"]["cls_loss"] == "ce"
-    from models.experimental import attempt_load
+    from engine.checkpoint import attempt_load
     model = attempt_load(a / "weights" / "best.pt")
     assert model.cls_act == "softmax"
     out = model(torch.rand(1, 3, 64, 64))[0]

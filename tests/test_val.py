@@ -15,7 +15,7 @@ import torch.nn as nn
 import yaml
 
 import val
-from utils.general import xyxy2xywh
+from utils.boxes import xyxy2xywh
 from utils.metrics import ap_per_class
 from utils.nms import non_max_suppression
 
@@ -265,8 +265,8 @@ def _read_txt(f: Path) -> np.ndarray:
 
 
 def test_val_run_standalone_perfect_model(tmp_path, monkeypatch):
-    import models.backends
-    monkeypatch.setattr(models.backends, "DetectMultiBackend", FakeBackend)
+    import engine.backends
+    monkeypatch.setattr(engine.backends, "DetectMultiBackend", FakeBackend)
     data, gt = _make_dataset(tmp_path / "ds")
     (mp, mr, map50, map_, *losses), maps, times = val.run(
         data, weights="perfect.pt", batch_size=4, imgsz=64, device="cpu", workers=0, save_txt=True,
@@ -302,7 +302,7 @@ def test_val_run_standalone_perfect_model(tmp_path, monkeypatch):
 
 
 def test_val_run_training_api_uses_given_model_and_loss(tmp_path):
-    from utils.datasets import create_dataloader
+    from data.datasets import create_dataloader
     data, _ = _make_dataset(tmp_path / "ds")
     loader = create_dataloader(str(tmp_path / "ds" / "images" / "val"), 64, 4, 32, pad=0.5, rect=True,
                                workers=0)[0]
@@ -323,8 +323,8 @@ def test_val_run_training_api_uses_given_model_and_loss(tmp_path):
 
 
 def test_test_py_is_val_with_v50_defaults(tmp_path, monkeypatch):
-    import models.backends
-    monkeypatch.setattr(models.backends, "DetectMultiBackend", FakeBackend)
+    import engine.backends
+    monkeypatch.setattr(engine.backends, "DetectMultiBackend", FakeBackend)
     t = _import_test_py()
     opt = t.parse_opt(["--img", "64", "--batch", "4", "--weights", "w.pt", "--device", "cpu"])
     assert opt.imgsz == 64 and opt.batch_size == 4 and Path(opt.project) == ROOT / "runs" / "test"
@@ -337,8 +337,8 @@ def test_test_py_is_val_with_v50_defaults(tmp_path, monkeypatch):
 
 
 def test_study_writes_txt_zip_and_plot(tmp_path, monkeypatch):
-    import models.backends
-    monkeypatch.setattr(models.backends, "DetectMultiBackend", FakeBackend)
+    import engine.backends
+    monkeypatch.setattr(engine.backends, "DetectMultiBackend", FakeBackend)
     monkeypatch.setattr(val, "STUDY_SIZES", [32, 64])
     data, _ = _make_dataset(tmp_path / "ds")
     monkeypatch.chdir(tmp_path)
@@ -424,8 +424,8 @@ TINY = {"nc": 3, "depth_multiple": 0.33, "width_multiple": 0.25,
 def test_cli_subprocess_real_checkpoint_ci_line(tmp_path):
     """The upstream CI line ``python val.py --img 64 --batch 32 --weights <ckpt> --device cpu`` on a real
     (untrained) checkpoint: the full path runs and writes its run directory."""
-    from models.yolo import Model
-    from utils.checkpoint import save_checkpoint
+    from models.model import Model
+    from engine.checkpoint import save_checkpoint
 
     data, _ = _make_dataset(tmp_path / "ds")
     model = Model(TINY)
@@ -450,8 +450,8 @@ class BlindBackend(FakeBackend):
 
 
 def test_save_hybrid_writes_labels_as_predictions(tmp_path, monkeypatch):
-    import models.backends
-    monkeypatch.setattr(models.backends, "DetectMultiBackend", BlindBackend)
+    import engine.backends
+    monkeypatch.setattr(engine.backends, "DetectMultiBackend", BlindBackend)
     data, gt = _make_dataset(tmp_path / "ds", n=3)
     val.run(data, weights="blind.pt", batch_size=4, imgsz=64, device="cpu", workers=0, save_hybrid=True,
             save_conf=True, plots=False, project=tmp_path / "runs")
@@ -474,8 +474,8 @@ class Coco80Backend(FakeBackend):
 def test_coco_dataset_uses_91_ids_and_official_annotations(tmp_path, monkeypatch, capsys):
     """A dataset yaml named coco.yaml: --save-json is forced, category ids go through the 80 -> 91 map, and
     pycocotools scores against <path>/annotations/instances_val2017.json."""
-    import models.backends
-    monkeypatch.setattr(models.backends, "DetectMultiBackend", Coco80Backend)
+    import engine.backends
+    monkeypatch.setattr(engine.backends, "DetectMultiBackend", Coco80Backend)
     _, gt = _make_dataset(tmp_path / "coco", n=3)
     data = tmp_path / "coco.yaml"
     data.write_text(yaml.safe_dump({"path": str(tmp_path / "coco"), "train": "images/val", "val": "images/val",
@@ -508,8 +508,8 @@ def test_val_runs_exported_onnx(tmp_path):
     batches split to the export batch); the .onnx run scores like the .pt run on square inputs."""
     pytest.importorskip("onnxruntime")
     import export
-    from models.yolo import Model
-    from utils.checkpoint import save_checkpoint
+    from models.model import Model
+    from engine.checkpoint import save_checkpoint
 
     data, _ = _make_dataset(tmp_path / "ds", n=3)
     torch.manual_seed(1)
@@ -525,8 +525,8 @@ def test_val_runs_exported_onnx(tmp_path):
     r_onnx, maps_onnx, _ = val.run(data, weights=str(f), device="cpu", workers=0, project=tmp_path / "runs", **kw)
     assert len(r_onnx) == 7 and maps_onnx.shape == (3,) and r_onnx[4:] == (0.0, 0.0, 0.0)
 
-    from models.experimental import attempt_load
-    from utils.datasets import create_dataloader
+    from engine.checkpoint import attempt_load
+    from data.datasets import create_dataloader
     square = create_dataloader(str(tmp_path / "ds" / "images" / "val"), 64, 2, 32, rect=False, workers=0)[0]
     r_pt, maps_pt, _ = val.run(data, model=attempt_load(str(w)), dataloader=square, save_dir=tmp_path / "pt", **kw)
     assert r_onnx[:4] == pytest.approx(r_pt[:4], abs=1e-3) and maps_onnx == pytest.approx(maps_pt, abs=1e-3)
@@ -545,8 +545,8 @@ def _read_txt6(f: Path) -> np.ndarray:
 
 
 def test_run_rejects_mismatched_weights_and_missing_split_before_writing(tmp_path, monkeypatch):
-    import models.backends
-    monkeypatch.setattr(models.backends, "DetectMultiBackend", FakeBackend)  # a 3-class model
+    import engine.backends
+    monkeypatch.setattr(engine.backends, "DetectMultiBackend", FakeBackend)  # a 3-class model
     data, _ = _make_dataset(tmp_path / "ds", n=1)
     d80 = tmp_path / "d80.yaml"
     d80.write_text(yaml.safe_dump({"path": str(tmp_path / "ds"), "train": "images/val", "val": "images/val",

@@ -1,3 +1,3 @@
-"""v5.0 import path of the download helpers (renamed ``utils/downloads.py`` in v6.0)."""
-from utils.downloads import (OFFICIAL_WEIGHTS, DownloadError, attempt_download, is_official,  # noqa: F401
-                             safe_download, weights_url)
+"""Upstream import path ``utils.google_utils`` (v5.0): re-exports only; the code is in :mod:`engine.downloads`."""
+from engine.downloads import (OFFICIAL_WEIGHTS, DownloadError, attempt_download, is_official,  # noqa: F401
+                              safe_download, weights_url)

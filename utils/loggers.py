@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
-from utils.general import LOGGER, colorstr
+from utils.log import LOGGER, colorstr
 
 # Column names of results.csv after the leading ``epoch`` column; also the TensorBoard scalar tags.
 RESULT_KEYS = (

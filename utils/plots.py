@@ -22,7 +22,8 @@ matplotlib.use("Agg")  # headless: never open windows, works in CI and in datalo
 import matplotlib.pyplot as plt  # noqa: E402
 
 from utils.boxes import clip_coords, xywh2xyxy, xyxy2xywh  # noqa: E402
-from utils.general import LOGGER, increment_path  # noqa: E402
+from utils.files import increment_path  # noqa: E402
+from utils.log import LOGGER  # noqa: E402
 
 Array = Union[np.ndarray, torch.Tensor]
 Names = Union[Sequence[str], dict, None]

@@ -3,24 +3,26 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import re
 import time
 from contextlib import contextmanager
 from copy import deepcopy
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from utils.general import LOGGER
+from utils.log import LOGGER
 
 __all__ = [
     "select_device", "time_synchronized", "time_sync", "is_parallel", "de_parallel", "intersect_dicts",
     "ModelEMA", "torch_distributed_zero_first", "model_info", "count_flops", "fuse_conv_and_bn", "fold_batchnorms",
     "is_fused", "initialize_weights", "scale_img", "copy_attr", "prepare_for_inference", "find_modules",
-    "sparsity", "prune", "init_torch_seeds", "smart_inference_mode", "load_classifier", "profile",
+    "sparsity", "prune", "detect_head", "Profile", "init_torch_seeds", "init_seeds", "one_cycle", "smart_inference_mode", "load_classifier", "profile",
 ]
 
 
@@ -79,6 +81,35 @@ def time_synchronized() -> float:
 time_sync = time_synchronized  # v6.0 name
 
 
+class Profile:
+    """Accumulating timer: ``with t: ...`` adds the block's wall time (after waiting for CUDA) to ``t.total``.
+
+    One instance per stage (pre-process, inference, NMS) collects the time of every batch; ``t.last`` is the
+    most recent block and ``t.ms(n)`` the mean per item in milliseconds.
+    """
+
+    def __init__(self, device: Optional[torch.device] = None):
+        self.total, self.last, self._start = 0.0, 0.0, 0.0
+        self.cuda = device is not None and torch.device(device).type == "cuda"
+
+    def _now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def __enter__(self) -> "Profile":
+        self._start = self._now()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.last = self._now() - self._start
+        self.total += self.last
+
+    def ms(self, n: int) -> float:
+        """Mean milliseconds per item over ``n`` items."""
+        return self.total / max(n, 1) * 1e3
+
+
 def is_parallel(model: nn.Module) -> bool:
     return isinstance(model, (nn.parallel.DataParallel, nn.parallel.DistributedDataParallel))
 
@@ -107,6 +138,25 @@ def init_torch_seeds(seed: int = 0) -> None:
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = True, False
 
 
+def init_seeds(seed: int = 0, deterministic: bool = False) -> None:
+    """Seed python, numpy and torch; ``deterministic`` also asks torch for deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+        os.environ["PYTHONHASHSEED"] = str(seed)
+
+
+def one_cycle(y1: float = 0.0, y2: float = 1.0, steps: int = 100):
+    """Cosine ramp from y1 to y2 over ``steps`` (the v5.0 one-cycle LR lambda)."""
+    return lambda x: ((1 - math.cos(x * math.pi / steps)) / 2) * (y2 - y1) + y1
+
+
 def smart_inference_mode():
     """Decorator: ``torch.inference_mode`` (no autograd bookkeeping at all)."""
     return torch.inference_mode()
@@ -130,11 +180,17 @@ def copy_attr(a: object, b: object, include: Sequence[str] = (), exclude: Sequen
         setattr(a, k, v)
 
 
-def _detect_head(model: nn.Module) -> Optional[nn.Module]:
-    # The detection head is the module carrying anchors + a class activation; avoid importing models here.
-    for m in reversed(list(model.modules())):
-        if hasattr(m, "anchor_grid") and hasattr(m, "nl"):
+def detect_head(model: nn.Module, required: bool = False) -> Optional[nn.Module]:
+    """The Detect head of a model, also inside DDP / EMA / AutoShape / Ensemble wrappers (the last one found).
+
+    Recognised by what a head holds (``anchors``, ``anchor_grid``, ``nl``, ``m``), so leaf code needs no import
+    of models/. ``required``: raise TypeError instead of returning None.
+    """
+    for m in reversed(list(de_parallel(model).modules())):
+        if all(hasattr(m, a) for a in ("anchors", "anchor_grid", "nl", "m")):
             return m
+    if required:
+        raise TypeError(f"expected a YOLOv5 model with a Detect layer, got {type(model).__name__}")
     return None
 
 
@@ -172,7 +228,7 @@ class ModelEMA:
         self._sync_head(model)
 
     def _sync_head(self, model: nn.Module) -> None:
-        src, dst = _detect_head(de_parallel(model)), _detect_head(self.ema)
+        src, dst = detect_head(model), detect_head(self.ema)
         if src is not None and dst is not None and "cls_act" in src.__dict__:
             dst.cls_act = src.cls_act
 

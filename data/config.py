@@ -8,7 +8,7 @@ When a ``path:`` root is given, ``train`` / ``val`` / ``test`` are joined onto i
 the data is expected (and downloaded / generated) at the repository-root location.
 
 Missing data:
-  * ``generate: shapes`` builds the embedded synthetic dataset at ``path`` (see :mod:`utils.shapes`); the
+  * ``generate: shapes`` builds the embedded synthetic dataset at ``path`` (see :mod:`data.shapes`); the
     mapping form ``generate: {name: shapes, n_train: 64, n_val: 16, img_size: 160}`` sets its size;
   * ``download: https://...zip`` fetches and unzips it into the parent of ``path`` (or next to the repository
     when there is no ``path:``, like v5.0's ``../``);
@@ -16,12 +16,9 @@ Missing data:
   * any other ``download`` value (e.g. python code, which v6.0 would exec) is refused; nothing from a yaml
     is ever evaluated.
 A failure raises ``FileNotFoundError`` naming the yaml, the missing path(s) and the download source.
-
-This module imports nothing from ``utils.general`` so that ``utils.general`` can re-export ``check_dataset``.
 """
 from __future__ import annotations
 
-import logging
 import shlex
 import subprocess
 import tempfile
@@ -32,10 +29,16 @@ from typing import List, Optional, Union
 
 import yaml
 
-LOGGER = logging.getLogger("yolov5")
+from data.shapes import DEFAULTS, generate_shapes, is_generated
+from utils.errors import MissingFileError, UserError
+from utils.log import LOGGER
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "val", "test")
 DOWNLOAD_TIMEOUT = 30  # seconds to establish a download connection
+
+
+class DatasetError(UserError, ValueError):
+    """A dataset yaml that cannot be used (malformed keys, names / nc mismatch, bad generator or download)."""
 
 
 def _candidates(p: Path, yaml_dir: Optional[Path]) -> List[Path]:
@@ -67,11 +70,11 @@ def load_yaml(file: Union[str, Path]) -> dict:
                 file = c
                 break
         else:
-            raise FileNotFoundError(f"data yaml not found: '{file}'")
+            raise MissingFileError(f"data yaml not found: '{file}'")
     with open(file, encoding="utf-8", errors="ignore") as f:
         d = yaml.safe_load(f)
     if not isinstance(d, dict):
-        raise ValueError(f"{file}: expected a mapping of keys (train, val, nc, names, ...), got {type(d).__name__}")
+        raise DatasetError(f"{file}: expected a mapping of keys (train, val, nc, names, ...), got {type(d).__name__}")
     d["yaml_file"] = str(file.resolve())
     return d
 
@@ -80,16 +83,16 @@ def _names_list(d: dict, where: str) -> List[str]:
     names, nc = d.get("names"), d.get("nc")
     if names is None:
         if nc is None:
-            raise ValueError(f"{where}: needs 'names' or 'nc'")
+            raise DatasetError(f"{where}: needs 'names' or 'nc'")
         return [f"class{i}" for i in range(int(nc))]
     if isinstance(names, dict):  # v7.0 form {0: person, 1: bicycle, ...}
         keys = sorted(int(k) for k in names)
         if keys != list(range(len(keys))):
-            raise ValueError(f"{where}: 'names' keys must be 0..{len(keys) - 1}, got {keys}")
+            raise DatasetError(f"{where}: 'names' keys must be 0..{len(keys) - 1}, got {keys}")
         return [str(names[k]) for k in keys]
     if isinstance(names, (list, tuple)):
         return [str(x) for x in names]
-    raise ValueError(f"{where}: 'names' must be a list or a dict, got {type(names).__name__}")
+    raise DatasetError(f"{where}: 'names' must be a list or a dict, got {type(names).__name__}")
 
 
 def _missing(d: dict) -> List[str]:
@@ -122,19 +125,19 @@ def _download(source: str, d: dict, where: str, missing: List[str]) -> None:
                     with zipfile.ZipFile(f) as z:
                         _safe_extract(z, dest)
         except Exception as e:  # network errors, HTTP errors, bad archives, read-only destination
-            raise FileNotFoundError(f"{what}; download from {source} failed: {e}") from None
+            raise MissingFileError(f"{what}; download from {source} failed: {e}") from None
         return
     parts = shlex.split(source)
     if len(parts) >= 2 and parts[0] == "bash" and parts[1].endswith(".sh"):
         script = _resolve(parts[1], Path(d["yaml_file"]).parent if d.get("yaml_file") else None)
         if not script.is_file():
-            raise FileNotFoundError(f"{what}; download script {parts[1]} not found")
+            raise MissingFileError(f"{what}; download script {parts[1]} not found")
         LOGGER.info(f"Running {source} ...")
         r = subprocess.run(["bash", str(script), *parts[2:]], cwd=ROOT)
         if r.returncode:
-            raise FileNotFoundError(f"{what}; download command '{source}' failed with exit code {r.returncode}")
+            raise MissingFileError(f"{what}; download command '{source}' failed with exit code {r.returncode}")
         return
-    raise FileNotFoundError(f"{what}; its 'download' entry is neither an http(s) URL nor a 'bash <script>.sh' "
+    raise MissingFileError(f"{what}; its 'download' entry is neither an http(s) URL nor a 'bash <script>.sh' "
                             f"command and is not executed. Fetch the data by hand.")
 
 
@@ -153,13 +156,12 @@ def _generate(spec: Union[str, dict], root: Optional[Path], where: str) -> None:
     args = dict(spec) if isinstance(spec, dict) else {"name": spec}
     kind = str(args.pop("name", ""))
     if kind != "shapes":
-        raise ValueError(f"{where}: unknown generator '{kind}' (known: shapes)")
+        raise DatasetError(f"{where}: unknown generator '{kind}' (known: shapes)")
     unknown = set(args) - {"n_train", "n_val", "img_size", "seed"}
     if unknown:
-        raise ValueError(f"{where}: unknown 'generate' options {sorted(unknown)} (n_train, n_val, img_size, seed)")
+        raise DatasetError(f"{where}: unknown 'generate' options {sorted(unknown)} (n_train, n_val, img_size, seed)")
     if root is None:
-        raise ValueError(f"{where}: 'generate: shapes' needs a 'path:' where the dataset is written")
-    from utils.shapes import DEFAULTS, generate_shapes, is_generated
+        raise DatasetError(f"{where}: 'generate: shapes' needs a 'path:' where the dataset is written")
     params = {**DEFAULTS, **{k: int(v) for k, v in args.items()}}
     if not is_generated(root, **params):
         LOGGER.info(f"Generating the synthetic shapes dataset at {root} ...")
@@ -176,11 +178,11 @@ def check_dataset(data: Union[str, Path, dict], autodownload: bool = True) -> di
     names = _names_list(d, where)
     nc = int(d["nc"]) if d.get("nc") is not None else len(names)
     if len(names) != nc:
-        raise ValueError(f"{where}: {len(names)} names for nc={nc}; they must match")
+        raise DatasetError(f"{where}: {len(names)} names for nc={nc}; they must match")
     d["names"], d["nc"] = names, nc
 
     if "val" not in d and "train" not in d:
-        raise ValueError(f"{where}: needs 'train' and 'val' entries")
+        raise DatasetError(f"{where}: needs 'train' and 'val' entries")
     root = None
     if d.get("path"):
         root = _resolve(d["path"], yaml_dir)
@@ -199,15 +201,15 @@ def check_dataset(data: Union[str, Path, dict], autodownload: bool = True) -> di
             _download(d["download"], d, where, missing)
         else:
             src = f" (download source: {d['download']})" if d.get("download") else ""
-            raise FileNotFoundError(f"{where}: dataset not found, missing {missing}{src}")
+            raise MissingFileError(f"{where}: dataset not found, missing {missing}{src}")
         still = _missing(d)
         if still:
             src = d.get("download") or d.get("generate")
-            raise FileNotFoundError(f"{where}: dataset still missing {still} after fetching it from {src}")
+            raise MissingFileError(f"{where}: dataset still missing {still} after fetching it from {src}")
     return d
 
 
-if __name__ == "__main__":  # python utils/data_config.py data/coco128.yaml
+if __name__ == "__main__":  # python -m data.config data/coco128.yaml
     import sys
     for a in sys.argv[1:]:
         print(check_dataset(a))

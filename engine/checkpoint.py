@@ -1,30 +1,18 @@
-"""Checkpoints: the project format, atomic saving and safe loading (also of upstream YOLOv5 ``.pt`` files).
+"""Checkpoints: the project format, atomic saving, loading (also of upstream YOLOv5 ``.pt`` files) and
+``attempt_load``.
 
 Project format (see docs/ARCHITECTURE.md): ``torch.save`` of a dict holding only tensors and plain Python data, so it
 loads with ``torch.load(weights_only=True)``. Models are stored as *records* (yaml dict + state_dict + metadata, incl.
-the class activation ``cls_act``) and rebuilt from their yaml on load, never unpickled as objects.
-
-Upstream v5.0 / v6 / v7 checkpoints pickle whole ``nn.Module`` trees. They are read with torch's restricted
-(``weights_only``) unpickler plus an allow-list: nn.Module classes of this project's model modules and of
-``torch.nn.modules.*``, and the numpy helpers needed for ``best_fitness``. Anything else is refused before any
-object is built, with an error naming the offending global; nothing from the file is ever executed.
-
-Model modules are imported lazily inside functions: ``utils.general`` re-exports :func:`strip_optimizer`, and
-``models.*`` import ``utils.general``.
+the class activation ``cls_act``) and rebuilt from their yaml on load, never unpickled as objects. Upstream files
+(pickled module trees) are read by the allow-list loader of engine/safe_load.py and upgraded to the current layout.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
-import importlib
-import importlib.util
 import logging
 import os
-import pickle
-import re
-import sys
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -32,66 +20,29 @@ import numpy as np
 import torch
 from torch import nn
 
-# The logger of utils.general; importing utils.general here would be circular (it re-exports strip_optimizer).
-LOGGER = logging.getLogger("yolov5")
+from engine.downloads import attempt_download
+from engine.safe_load import CheckpointError, UnsafeCheckpointError, torch_load_safe  # noqa: F401 (re-exported)
+from models.detect import Detect
+from models.model import Ensemble, Model
+from utils.class_activation import CLS_ACTIVATIONS
+from utils.log import LOGGER
+from utils.names import class_names
+from utils.torch_utils import de_parallel, detect_head
 
 PathLike = Union[str, Path]
 
 FORMAT_NAME = "yolov5-fork"
 FORMAT_VERSION = 1
 RECORD_KEYS = ("yaml", "state_dict", "names", "nc", "stride", "hyp", "cls_act")
-CLS_ACTIVATIONS = ("sigmoid", "softmax")
-
-# Modules whose nn.Module classes upstream pickles may reference (contract section 10.1).
-PROJECT_MODEL_MODULES = ("models.common", "models.experimental", "models.yolo", "models.mobile")
-# numpy reconstruction helpers used by pickled arrays / scalars (``best_fitness``); numpy 1.x pickles say
-# ``numpy.core``, numpy 2.x pickles say ``numpy._core``. They only build arrays from raw bytes.
-_NUMPY_HELPERS = {
-    "numpy.core.multiarray._reconstruct": "_reconstruct",
-    "numpy._core.multiarray._reconstruct": "_reconstruct",
-    "numpy.core.multiarray.scalar": "scalar",
-    "numpy._core.multiarray.scalar": "scalar",
-    "numpy.ndarray": "ndarray",
-    "numpy.dtype": "dtype",
-}
 _ACTIVATIONS = (nn.Hardswish, nn.LeakyReLU, nn.ReLU, nn.ReLU6, nn.SiLU)
 
 _UMASK = os.umask(0)  # read once at import (os.umask can only be read by setting it)
 os.umask(_UMASK)
 
 
-class CheckpointError(ValueError):
-    """The file exists but is not a usable checkpoint (not a torch file, corrupt, or unexpected content)."""
-
-
-class UnsafeCheckpointError(CheckpointError):
-    """The pickle references a global outside the allow-list; nothing from it was executed."""
-
-    def __init__(self, path: PathLike, names: Sequence[str]):
-        self.path, self.names = str(path), list(names)
-        super().__init__(
-            f"refusing to load '{path}': it references {', '.join(self.names)}, outside the checkpoint allow-list "
-            f"(tensors, plain Python data, numpy arrays/scalars, nn.Module classes of torch.nn.modules.* and "
-            f"{', '.join(PROJECT_MODEL_MODULES)}). No code from the file was run.")
-
-
 # --------------------------------------------------------------------------------------------------------------
 # model records
 # --------------------------------------------------------------------------------------------------------------
-def _de_parallel(model: nn.Module) -> nn.Module:
-    from utils.torch_utils import de_parallel
-    return de_parallel(model)
-
-
-def _names_list(names: Any, nc: int) -> List[str]:
-    """Class names as a list of str (v7 pickles hold a dict {index: name}); default '0', '1', ..."""
-    if names is None:
-        return [str(i) for i in range(nc)]
-    if isinstance(names, dict):
-        return [str(names[k]) for k in sorted(names)]
-    return [str(n) for n in names]
-
-
 def _to_plain(obj: Any, where: str) -> Any:
     """``obj`` rebuilt from types ``torch.load(weights_only=True)`` accepts (tensors shared, numpy -> Python,
     Path -> str); TypeError naming the entry ``where`` for anything else."""
@@ -114,14 +65,6 @@ def _to_plain(obj: Any, where: str) -> Any:
                     f"and plain Python data can be saved (weights_only-loadable format)")
 
 
-def _detect_head(model: nn.Module) -> nn.Module:
-    layers = model.model if isinstance(getattr(model, "model", None), nn.Sequential) else ()
-    for m in reversed(layers):  # the last layer, unless Model.nms() appended an NMS layer
-        if hasattr(m, "anchors") and hasattr(m, "nl"):
-            return m
-    raise TypeError(f"expected a YOLOv5 Model with a Detect layer, got {type(model).__name__}")
-
-
 @contextlib.contextmanager
 def _quiet_logs():
     """Rebuilding a model from a record is an implementation detail: no layer table (warnings still shown)."""
@@ -139,8 +82,8 @@ def model_record(model: nn.Module, half: bool = False) -> Dict[str, Any]:
     Tensors are copied to the CPU (fp16 for floating tensors when ``half``; dtypes kept otherwise), so the record
     does not alias the live model.
     """
-    model = _de_parallel(model)
-    head = _detect_head(model)
+    model = de_parallel(model)
+    head = detect_head(model, required=True)
     nc = int(getattr(model, "nc", head.nc))
     yaml = _to_plain(getattr(model, "yaml", None), "model.yaml")
     if not isinstance(yaml, dict):
@@ -158,7 +101,7 @@ def model_record(model: nn.Module, half: bool = False) -> Dict[str, Any]:
     return {
         "yaml": yaml,
         "state_dict": state_dict,
-        "names": _names_list(getattr(model, "names", None), nc),
+        "names": class_names(getattr(model, "names", None), nc),
         "nc": nc,
         "stride": [float(s) for s in torch.as_tensor(stride).flatten()],
         "hyp": _to_plain(hyp, "model.hyp") if hyp is not None else None,
@@ -172,8 +115,6 @@ def is_model_record(obj: Any) -> bool:
 
 def model_from_record(record: Dict[str, Any]) -> nn.Module:
     """Rebuild a float ``Model`` from a record: yaml -> Model(nc=record nc), strict state_dict, metadata, cls_act."""
-    from models.yolo import Model
-
     if not is_model_record(record):
         missing = [k for k in RECORD_KEYS if not isinstance(record, dict) or k not in record]
         raise CheckpointError(f"not a model record, missing keys {missing}")
@@ -192,7 +133,7 @@ def model_from_record(record: Dict[str, Any]) -> nn.Module:
     model.names = list(record["names"])
     model.nc = nc
     # one tensor shared by Model and Detect, as after Model.__init__
-    model.stride = _detect_head(model).stride = torch.tensor(record["stride"], dtype=torch.float32)
+    model.stride = detect_head(model).stride = torch.tensor(record["stride"], dtype=torch.float32)
     if record["hyp"] is not None:
         model.hyp = copy.deepcopy(record["hyp"])
     model.set_class_activation(record["cls_act"])
@@ -262,110 +203,14 @@ def save_checkpoint(ckpt: Dict[str, Any], path: PathLike) -> Path:
 # --------------------------------------------------------------------------------------------------------------
 # safe loading
 # --------------------------------------------------------------------------------------------------------------
-def _is_module_class(obj: Any) -> bool:
-    return isinstance(obj, type) and issubclass(obj, nn.Module)
-
-
-def _resolve_allowed(full_name: str) -> Tuple[Optional[Any], str]:
-    """Object for an allow-listed pickle global, or (None, reason). Only the allow-listed modules get imported."""
-    module_name, _, attr = full_name.rpartition(".")
-    if full_name in _NUMPY_HELPERS:
-        try:
-            from numpy._core import multiarray  # numpy >= 2
-        except ImportError:
-            from numpy.core import multiarray
-        attr = _NUMPY_HELPERS[full_name]
-        return (getattr(np, attr) if attr in ("ndarray", "dtype") else getattr(multiarray, attr)), ""
-    if module_name in PROJECT_MODEL_MODULES:
-        if importlib.util.find_spec(module_name) is None:
-            return None, f"module {module_name} does not exist in this project"
-        module = importlib.import_module(module_name)
-    elif module_name.startswith("torch.nn.modules."):
-        module = sys.modules.get(module_name)  # torch.nn imports all of its layer modules
-        if module is None:
-            return None, "not a torch.nn layer module"
-    else:
-        return None, "module not allow-listed"
-    obj = getattr(module, attr, None)
-    if obj is None:
-        return None, f"{module_name} has no {attr}"
-    if not _is_module_class(obj):
-        return None, "not an nn.Module class"
-    return obj, ""
-
-
-def _numpy_dtype_classes() -> List[Tuple[Any, str]]:
-    """numpy >= 1.25 dtype instances are of per-kind classes; torch's BUILD step checks the instance's type."""
-    import numpy.dtypes
-    return [(c, f"numpy.dtypes.{k}") for k, c in vars(numpy.dtypes).items()
-            if isinstance(c, type) and issubclass(c, np.dtype)]
-
-
-def _all_allowed() -> List[Tuple[Any, str]]:
-    """Every allow-listed global under its pickle name (for old non-zip files, which cannot be pre-scanned)."""
-    names = set(_NUMPY_HELPERS)
-    for module_name in PROJECT_MODEL_MODULES:
-        if importlib.util.find_spec(module_name) is not None:
-            names.update(f"{module_name}.{k}" for k in vars(importlib.import_module(module_name)))
-    for module_name, module in list(sys.modules.items()):
-        if module_name.startswith("torch.nn.modules.") and module is not None:
-            names.update(f"{module_name}.{k}" for k in vars(module))
-    allowed = _numpy_dtype_classes()
-    for name in sorted(names):
-        obj, _ = _resolve_allowed(name)
-        if obj is not None:
-            allowed.append((obj, name))
-    return allowed
-
-
 def _locate(path: PathLike) -> Path:
-    """Existing checkpoint path; a missing official weights name is downloaded (``utils.downloads``)."""
-    from utils.downloads import attempt_download  # imported here: utils.downloads loads checkpoints too
-
+    """Existing checkpoint path; a missing official weights name is downloaded (``engine.downloads``)."""
     path = Path(path)
     if not path.exists():
         path = Path(attempt_download(path))  # raises, naming the file (and the URL for official names)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: '{path}'")
     return path
-
-
-def _torch_load_safe(path: Path, map_location: Any) -> Any:
-    if zipfile.is_zipfile(path):
-        try:
-            scanned = torch.serialization.get_unsafe_globals_in_checkpoint(path)  # static scan, builds nothing
-        except Exception as e:  # a zip that is not a torch.save archive, a TorchScript file, ...
-            raise CheckpointError(f"'{path}' is not a checkpoint (not a torch.save archive: {e})") from e
-        allowed, refused = [], []
-        for name in sorted(scanned):
-            obj, reason = _resolve_allowed(name)
-            if obj is None:
-                refused.append(f"{name} ({reason})")
-            else:
-                allowed.append((obj, name))
-        if refused:
-            raise UnsafeCheckpointError(path, refused)
-        if any(name == "numpy.dtype" for _, name in allowed):
-            allowed += _numpy_dtype_classes()
-    else:
-        allowed = _all_allowed()
-    try:
-        # weights_only=True always: torch's restricted unpickler, widened only by the allow-list above
-        with torch.serialization.safe_globals(allowed):
-            return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        # torch wraps the reason in advice to retry with weights_only=False, which must not be passed on
-        detail = re.search(r"WeightsUnpickler error:\s*(.*?)\s*(\n\n|$)", str(e), re.S)
-        detail = detail.group(1) if detail else str(e)
-        refused = re.search(r"GLOBAL (\S+)", detail)
-        if refused:
-            raise UnsafeCheckpointError(path, [refused.group(1).rstrip(".")]) from None
-        if "persistent_load" in detail:  # torch < 1.6 non-zip files embed module source code: never trusted
-            detail = "pre-torch-1.6 serialization of whole modules, which the safe loader does not support"
-        raise CheckpointError(f"'{path}' is not a checkpoint (unpickling failed: {detail})") from None
-    except (RuntimeError, EOFError, ValueError, TypeError, AttributeError, KeyError, IndexError,
-            zipfile.BadZipFile) as e:
-        raise CheckpointError(f"'{path}' is not a checkpoint (torch.load failed: {type(e).__name__}: {e})") from e
 
 
 def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> Dict[str, Any]:
@@ -376,7 +221,7 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> Dict[str, Any]
     models in 'model' / 'ema' get the legacy fix-ups of :func:`upgrade_legacy_model`.
     """
     path = _locate(path)
-    ckpt = _torch_load_safe(path, map_location)
+    ckpt = torch_load_safe(path, map_location)
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"'{path}' is not a checkpoint: it holds a {type(ckpt).__name__}, not a dict")
     for key in ("model", "ema"):
@@ -413,8 +258,6 @@ def _upgrade_detect(head: nn.Module) -> None:
 
 def upgrade_legacy_model(model: nn.Module, inplace: bool = True) -> nn.Module:
     """Make an unpickled upstream model run with this project's code (contract 10.2 / 10.3). Idempotent."""
-    # A Detect instance can only exist if unpickling (or the caller) imported models.yolo already.
-    Detect = getattr(sys.modules.get("models.yolo"), "Detect", None) or type("_NoDetect", (), {})
     for m in model.modules():
         if "_non_persistent_buffers_set" not in m.__dict__:  # torch < 1.6 pickles
             m._non_persistent_buffers_set = set()
@@ -426,7 +269,7 @@ def upgrade_legacy_model(model: nn.Module, inplace: bool = True) -> nn.Module:
             _upgrade_detect(m)
     layers = getattr(model, "model", None)
     if isinstance(layers, nn.Sequential) and isinstance(layers[-1], Detect):
-        model.names = _names_list(getattr(model, "names", None), int(layers[-1].nc))  # v7: dict -> list
+        model.names = class_names(getattr(model, "names", None), int(layers[-1].nc))  # v7: dict -> list
         if getattr(model, "stride", None) is None:
             model.stride = layers[-1].stride
     return model
@@ -479,12 +322,10 @@ def attempt_load(weights: Union[PathLike, Sequence[PathLike]], map_location: Any
     if len(models) == 1:
         return models[0]
 
-    from models.experimental import Ensemble
-
     acts = {str(w): getattr(m, "cls_act", "sigmoid") for w, m in zip(paths, models)}
     if len(set(acts.values())) > 1:
         raise ValueError(f"cannot ensemble models with different class activations: {acts}")
-    ncs = {str(w): int(getattr(m, "nc", _detect_head(m).nc)) for w, m in zip(paths, models)}
+    ncs = {str(w): int(getattr(m, "nc", detect_head(m).nc)) for w, m in zip(paths, models)}
     if len(set(ncs.values())) > 1:
         raise ValueError(f"cannot ensemble models with different numbers of classes: {ncs}")
     ensemble = Ensemble()
@@ -512,7 +353,7 @@ def checkpoint_state_dict(ckpt: Dict[str, Any], key: str = "model"
     if entry is None:
         raise CheckpointError(f"checkpoint has no '{key}' model (keys: {sorted(ckpt)})")
     if isinstance(entry, nn.Module):
-        entry = _de_parallel(entry)
+        entry = de_parallel(entry)
         state_dict, yaml, names = entry.state_dict(), getattr(entry, "yaml", None), getattr(entry, "names", None)
     elif is_model_record(entry):
         state_dict, yaml, names = entry["state_dict"], entry["yaml"], entry["names"]
@@ -520,7 +361,7 @@ def checkpoint_state_dict(ckpt: Dict[str, Any], key: str = "model"
         raise CheckpointError(f"checkpoint '{key}' entry is a {type(entry).__name__}, neither a model nor a record")
     state_dict = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
     if isinstance(names, dict):
-        names = _names_list(names, len(names))
+        names = class_names(names, len(names))
     return state_dict, copy.deepcopy(yaml), (list(names) if names is not None else None)
 
 

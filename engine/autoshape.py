@@ -8,25 +8,24 @@ are scaled back to each original image. The class activation is whatever the mod
 """
 from __future__ import annotations
 
-import time
 from copy import copy
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from data.augmentations import letterbox
+from models.model import Model
 from utils.boxes import scale_coords, xyxy2xywh
-from utils.general import LOGGER, count_noun, increment_path, make_divisible
+from utils.checks import make_divisible
+from utils.files import increment_path
+from utils.log import LOGGER, count_noun
+from utils.nms import non_max_suppression
+from utils.torch_utils import Profile
 
 ImageLike = Union[str, Path, np.ndarray, "PIL.Image.Image"]  # noqa: F821
-
-
-def _time() -> float:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return time.time()
 
 
 def _read_image(im: Any, index: int):
@@ -87,42 +86,35 @@ class AutoShape(nn.Module):
 
     def forward(self, imgs: Union[torch.Tensor, ImageLike, List[ImageLike]], size: int = 640,
                 augment: bool = False, profile: bool = False):
-        from utils.augmentations import letterbox  # written separately; imported on use
-        from utils.nms import non_max_suppression
-
         p = next(self.model.parameters())
         if isinstance(imgs, torch.Tensor):  # already a normalised (B, 3, H, W) batch
             with torch.inference_mode():
                 return self.model(imgs.to(p.device).type_as(p), augment, profile)
-
-        t = [_time()]
-        batch = list(imgs) if isinstance(imgs, (list, tuple)) else [imgs]
-        images, files, shape0, shape1 = [], [], [], []
-        for i, im in enumerate(batch):
-            im, f = _read_image(im, i)
-            images.append(im)
-            files.append(f)
-            s = im.shape[:2]
-            shape0.append(s)
-            g = size / max(s)
-            shape1.append([y * g for y in s])
-        gs = int(torch.as_tensor(self.stride).max())
-        shape1 = [make_divisible(x, gs) for x in np.stack(shape1, 0).max(0)]  # one inference shape for all
-        x = np.stack([letterbox(im, new_shape=shape1, auto=False)[0] for im in images], 0)
-        x = np.ascontiguousarray(x.transpose((0, 3, 1, 2)))  # BHWC -> BCHW
-        x = torch.from_numpy(x).to(p.device).type_as(p) / 255.0
-        t.append(_time())
-
+        dt = [Profile(p.device) for _ in range(3)]  # pre-process, inference, NMS
+        with dt[0]:
+            images, files = zip(*(_read_image(im, i) for i, im in
+                                  enumerate(imgs if isinstance(imgs, (list, tuple)) else [imgs])))
+            x, shape = self._batch(images, size, p)
         with torch.inference_mode():
-            out = self.model(x, augment, profile)
-            y = out[0] if isinstance(out, tuple) else out
-            t.append(_time())
-            y = non_max_suppression(y, self.conf, iou_thres=self.iou, classes=self.classes, max_det=self.max_det)
+            with dt[1]:
+                out = self.model(x, augment, profile)
+            with dt[2]:
+                y = non_max_suppression(out[0] if isinstance(out, tuple) else out, self.conf, iou_thres=self.iou,
+                                        classes=self.classes, max_det=self.max_det)
         y = [d.clone() for d in y]  # cloned outside inference mode -> normal tensors that can be edited in place
-        for i in range(len(images)):
-            y[i][:, :4] = scale_coords(shape1, y[i][:, :4], shape0[i])
-        t.append(_time())
-        return Detections(images, y, files, t, self.names, tuple(x.shape))
+        for d, im in zip(y, images):
+            d[:, :4] = scale_coords(shape, d[:, :4], im.shape[:2])
+        times = np.cumsum([0.0] + [t.total for t in dt]).tolist()
+        return Detections(list(images), y, list(files), times, self.names, tuple(x.shape))
+
+    def _batch(self, images: Sequence[np.ndarray], size: int, like: torch.Tensor) -> Tuple[torch.Tensor, List[int]]:
+        """One letterboxed (B, 3, H, W) batch: the largest image scaled to ``size``, H and W stride multiples."""
+        gs = int(torch.as_tensor(self.stride).max())
+        scaled = [[y * size / max(im.shape[:2]) for y in im.shape[:2]] for im in images]
+        shape = [make_divisible(x, gs) for x in np.stack(scaled, 0).max(0)]
+        x = np.stack([letterbox(im, new_shape=shape, auto=False)[0] for im in images], 0)
+        x = np.ascontiguousarray(x.transpose((0, 3, 1, 2)))  # BHWC -> BCHW
+        return torch.from_numpy(x).to(like.device).type_as(like) / 255.0, shape
 
 
 class Detections:
@@ -243,3 +235,6 @@ def _palette(i: int) -> tuple:
     import colorsys
     r, g, b = colorsys.hsv_to_rgb((i * 0.618033988749895) % 1.0, 0.85, 0.95)
     return int(r * 255), int(g * 255), int(b * 255)
+
+
+Model.autoshape_wrapper = AutoShape  # Model.autoshape() wraps with this (the network layer cannot import it)

@@ -1,6 +1,6 @@
 """ShuffleNetV2 and MobileNetV3 building blocks usable as rows of a model yaml.
 
-Behaviour follows ``shared/spec/mobile-blocks.md``. Every block is "conv-like" for the yaml parser: its
+Behaviour follows ``../shared/spec/mobile-blocks.md``. Every block is "conv-like" for the yaml parser: its
 constructor takes ``(c1, c2, *yaml_args[1:])``. :data:`MOBILE_BLOCKS` maps every accepted yaml name (including
 aliases) to its class.
 
@@ -11,8 +11,6 @@ Two design rules keep inference fast and export clean:
 * only primitive ops are used (``view``/``transpose``/``reshape``, ``relu6``, ``mean``), which ONNX and
   TorchScript handle without custom symbolics.
 
-``models.common`` star-imports this module at its bottom, so this file must not import ``models.common`` at
-module level; :class:`StemBlock` imports the project's ``Conv`` lazily.
 """
 from __future__ import annotations
 
@@ -21,6 +19,8 @@ from typing import Dict, Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from models.blocks.conv import Conv
 
 __all__ = [
     "MOBILE_BLOCKS", "channel_shuffle", "h_sigmoid", "h_swish", "SELayer",
@@ -132,8 +132,6 @@ class StemBlock(nn.Module):
     def __init__(self, c1: int, c2: int, k: int = 3, s: int = 2, p: Optional[int] = None, g: int = 1,
                  act: bool = True):
         super().__init__()
-        from models.common import Conv  # lazy: models.common star-imports this module
-
         self.stem_1 = Conv(c1, c2, k, s, p, g, act)
         self.stem_2a = Conv(c2, c2 // 2, 1, 1)
         self.stem_2b = Conv(c2 // 2, c2, 3, 2)

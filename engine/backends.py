@@ -21,7 +21,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from utils.general import LOGGER
+from engine.checkpoint import attempt_load
+from models.detect import decode_level, make_grid
+from utils.class_activation import check_activation
+from utils.errors import MissingFileError, UserError
+from utils.log import LOGGER
+from utils.names import class_names
+from utils.torch_utils import prepare_for_inference
 
 PathLike = Union[str, Path]
 
@@ -38,7 +44,7 @@ SUPPORTED_SUFFIXES = tuple(s for s, _ in _SUFFIXES)
 CONFIG_FILE = "config.txt"  # name of the metadata entry inside TorchScript archives (v7.0 name)
 
 
-class BackendError(ValueError):
+class BackendError(UserError, ValueError):
     """Weights that cannot be run: unsupported suffix, missing metadata, input shape the export cannot take."""
 
 
@@ -64,16 +70,6 @@ def _parse_value(text: str) -> Any:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text
-
-
-def normalize_names(names: Any, nc: Optional[int] = None) -> List[str]:
-    """Class names as a list: accepts a list, a {index: name} dict (int or str keys) or None (-> '0', '1', ...)."""
-    if isinstance(names, dict):
-        items = sorted(((int(k), str(v)) for k, v in names.items()), key=lambda kv: kv[0])
-        names = [v for _, v in items]
-    if names is None:
-        return [str(i) for i in range(nc or 0)]
-    return [str(n) for n in names]
 
 
 def read_metadata(weights: PathLike) -> Dict[str, Any]:
@@ -106,8 +102,10 @@ def decode_raw_outputs(raw: Sequence[torch.Tensor], anchors: Sequence[Sequence[f
     ``anchors[i]`` lists the level-i anchors in pixels as ``[w0, h0, w1, h1, ...]``. Box and objectness channels
     use a sigmoid; the class channels use ``cls_act`` ('sigmoid' per class, or 'softmax' over the classes).
     """
-    if cls_act not in ("sigmoid", "softmax"):
-        raise BackendError(f"unknown class activation '{cls_act}', expected 'sigmoid' or 'softmax'")
+    try:
+        check_activation(cls_act, "export metadata cls_act")
+    except ValueError as e:
+        raise BackendError(str(e)) from None
     if len(raw) != len(strides) or len(raw) != len(anchors):
         raise BackendError(f"{len(raw)} raw output levels but metadata has {len(strides)} strides / "
                            f"{len(anchors)} anchor levels")
@@ -115,15 +113,8 @@ def decode_raw_outputs(raw: Sequence[torch.Tensor], anchors: Sequence[Sequence[f
     for p, a, s in zip(raw, anchors, strides):
         bs, na, ny, nx, no = p.shape
         p = p.float()
-        y = p.sigmoid()
-        if cls_act == "softmax":
-            y = torch.cat((y[..., :5], p[..., 5:].softmax(-1)), -1)
-        gy, gx = torch.meshgrid(torch.arange(ny, device=p.device), torch.arange(nx, device=p.device), indexing="ij")
-        grid = torch.stack((gx, gy), -1).view(1, 1, ny, nx, 2).float()
         anchor_wh = torch.tensor(a, dtype=torch.float32, device=p.device).view(1, na, 1, 1, 2)
-        xy = (y[..., 0:2] * 2 - 0.5 + grid) * s
-        wh = (y[..., 2:4] * 2) ** 2 * anchor_wh
-        out.append(torch.cat((xy, wh, y[..., 4:]), -1).view(bs, -1, no))
+        out.append(decode_level(p, make_grid(nx, ny, p), s, anchor_wh, cls_act).view(bs, -1, no))
     return torch.cat(out, 1)
 
 
@@ -168,7 +159,7 @@ class DetectMultiBackend(nn.Module):
             LOGGER.warning("WARNING: --half needs a CUDA device, running in FP32")
         self.weights = paths if len(paths) > 1 else paths[0]
         if not self.pt and not Path(paths[0]).is_file():  # .pt: attempt_load reports (or downloads) it
-            raise FileNotFoundError(f"weights not found: '{paths[0]}'")
+            raise MissingFileError(f"weights not found: '{paths[0]}'")
 
         self.model: Optional[nn.Module] = None
         self._input_shape: Optional[list] = None
@@ -188,15 +179,9 @@ class DetectMultiBackend(nn.Module):
 
     # -- loading ----------------------------------------------------------------------------------------------
     def _load_pt(self, paths: List[str], fuse: bool) -> None:
-        from models.experimental import attempt_load
-
         model = attempt_load(paths if len(paths) > 1 else paths[0], map_location=self.device, fuse=fuse)
-        try:  # the CPU fast path (fuse, eval, channels_last) when utils.torch_utils provides it
-            from utils.torch_utils import prepare_for_inference
-        except ImportError:
-            prepare_for_inference = None
-        if prepare_for_inference is not None and fuse:
-            model = prepare_for_inference(model, self.device)
+        if fuse:
+            model = prepare_for_inference(model, self.device)  # the CPU fast path: fused, eval, channels_last
         model = model.to(self.device).eval()
         if self.fp16:
             model.half()
@@ -204,7 +189,7 @@ class DetectMultiBackend(nn.Module):
         strides = getattr(model, "stride", None)
         self.strides = [float(s) for s in strides] if strides is not None else [32.0]
         self.stride = int(max(self.strides))
-        self.names = normalize_names(getattr(model, "names", None))
+        self.names = class_names(getattr(model, "names", None))
         self.nc = len(self.names)
         self.cls_act = str(getattr(model, "cls_act", "sigmoid"))
         self.raw, self.dynamic = False, True
@@ -243,7 +228,7 @@ class DetectMultiBackend(nn.Module):
 
         self.strides = [float(s) for s in meta.get("strides", [])] or [float(meta.get("stride", 32))]
         self.stride = int(meta.get("stride", max(self.strides)))
-        self.names = normalize_names(meta.get("names"), meta.get("nc"))
+        self.names = class_names(meta.get("names"), meta.get("nc"))
         self.nc = int(meta.get("nc", len(self.names)))
         if not self.nc and self.session is not None:  # no metadata: 5 + nc columns in the decoded output
             width = self.session.get_outputs()[0].shape[-1]
@@ -362,4 +347,4 @@ def _names_from_data(data: PathLike) -> List[str]:
         raise FileNotFoundError(f"--data '{data}' not found")
     with open(path, errors="ignore") as f:
         d = yaml.safe_load(f) or {}
-    return normalize_names(d.get("names"), d.get("nc"))
+    return class_names(d.get("names"), d.get("nc"))

@@ -1,7 +1,7 @@
 """Inference sources: files / directories / globs / lists / videos (``LoadImages``) and live streams.
 
 Each item is letterboxed with ``auto=True`` (padded only to the next stride multiple), converted BGR -> RGB
-and HWC -> CHW. ``LoadImages`` and ``LoadStreams`` are re-exported from ``utils.datasets`` (v5.0 path).
+and HWC -> CHW. ``LoadImages`` and ``LoadStreams`` are re-exported from ``data.datasets`` (v5.0 path).
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from typing import List, Sequence, Union
 import cv2
 import numpy as np
 
-from utils.augmentations import letterbox
-from utils.label_cache import IMG_FORMATS, VID_FORMATS
+from data.augmentations import letterbox
+from data.label_cache import IMG_FORMATS, VID_FORMATS
 
 LOGGER = logging.getLogger("yolov5")
 
