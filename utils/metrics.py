@@ -169,7 +169,7 @@ def compute_ap(recall: np.ndarray, precision: np.ndarray) -> Tuple[float, np.nda
 
 def _class_names(names: Optional[Names], classes: np.ndarray) -> list:
     """Names of ``classes`` from a list or {id: name} dict; the id itself when unknown."""
-    lookup = dict(enumerate(names)) if isinstance(names, (list, tuple)) else dict(names or {})
+    lookup = dict(names) if isinstance(names, dict) else dict(enumerate(names if names is not None else ()))
     return [str(lookup.get(int(c), int(c))) for c in classes]
 
 
@@ -182,7 +182,8 @@ def ap_per_class(tp: np.ndarray, conf: np.ndarray, pred_cls: np.ndarray, target_
         tp: (n, t) true-positive flags of each prediction at t IoU thresholds (or (n,) for one threshold).
         conf, pred_cls: (n,) confidence and class of each prediction.
         target_cls: (m,) class of every ground-truth label.
-        plot: write PR_curve.png, F1_curve.png, P_curve.png, R_curve.png to ``save_dir``.
+        plot: write PR_curve.png, F1_curve.png, P_curve.png, R_curve.png to ``save_dir`` (a curve that fails
+            to draw is logged as a warning by ``utils.plots.try_plot``).
     Returns:
         ``(p, r, ap, f1, classes)``: p, r, f1 (k,) at the confidence maximising the class-mean F1; ap (k, t);
         classes (k,) int32, the classes present in ``target_cls``.
@@ -215,13 +216,15 @@ def ap_per_class(tp: np.ndarray, conf: np.ndarray, pred_cls: np.ndarray, target_
                 pr_curves[ci] = np.interp(px, mrec, mpre)
 
     f1 = 2 * p * r / (p + r + eps)
-    if plot:
+    if plot:  # a curve that cannot be drawn is a warning: the metrics are still returned
+        from utils.plots import try_plot
+
         save_dir = Path(save_dir)
         labels = _class_names(names, classes)
-        plot_pr_curve(px, pr_curves, ap, save_dir / "PR_curve.png", labels)
-        plot_mc_curve(px, f1, save_dir / "F1_curve.png", labels, ylabel="F1")
-        plot_mc_curve(px, p, save_dir / "P_curve.png", labels, ylabel="Precision")
-        plot_mc_curve(px, r, save_dir / "R_curve.png", labels, ylabel="Recall")
+        try_plot("PR_curve.png", plot_pr_curve, px, pr_curves, ap, save_dir / "PR_curve.png", labels)
+        for curve, ylabel, name in ((f1, "F1", "F1_curve.png"), (p, "Precision", "P_curve.png"),
+                                    (r, "Recall", "R_curve.png")):
+            try_plot(name, plot_mc_curve, px, curve, save_dir / name, labels, ylabel=ylabel)
     best = int(f1.mean(0).argmax()) if len(classes) else 0
     return p[:, best], r[:, best], ap, f1[:, best], classes.astype(np.int32)
 
@@ -292,7 +295,7 @@ class ConfusionMatrix:
             norm = np.where(self.matrix > 0, self.matrix, np.nan)
         vmax = 1.0 if normalize else max(float(self.matrix.max()), 1.0)
         n = self.nc + 1
-        labels = _class_names(names, np.arange(self.nc)) if 0 < len(names) == self.nc else None
+        labels = _class_names(names, np.arange(self.nc)) if names is not None and 0 < len(names) == self.nc else None
         fig = Figure(figsize=(12, 9), tight_layout=True)
         FigureCanvasAgg(fig)
         ax = fig.add_subplot(1, 1, 1)
@@ -311,6 +314,7 @@ class ConfusionMatrix:
         ax.set_xlabel("True")
         ax.set_ylabel("Predicted")
         path = Path(save_dir) / "confusion_matrix.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=250)
         return path
 
@@ -322,6 +326,18 @@ class ConfusionMatrix:
 # --------------------------------------------------------------------------------------------------------
 # curves
 # --------------------------------------------------------------------------------------------------------
+def _finish_curve(fig, ax, save_dir: Union[str, Path], xlabel: str, ylabel: str) -> None:
+    """Unit axes, a legend when something is labelled (no classes: nothing is), saved at 250 dpi."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.04, 1))
+    Path(save_dir).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(Path(save_dir), dpi=250)
+
+
 def _new_axes():
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -344,12 +360,7 @@ def plot_pr_curve(px: np.ndarray, py: np.ndarray, ap: np.ndarray, save_dir: Unio
         ax.plot(px, py.T, linewidth=1, color="grey")
     if len(py):
         ax.plot(px, py.mean(0), linewidth=3, color="blue", label=f"all classes {ap[:, 0].mean():.3f} mAP@0.5")
-    ax.set_xlabel("Recall")
-    ax.set_ylabel("Precision")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.04, 1))
-    fig.savefig(Path(save_dir), dpi=250)
+    _finish_curve(fig, ax, save_dir, "Recall", "Precision")
 
 
 def plot_mc_curve(px: np.ndarray, py: np.ndarray, save_dir: Union[str, Path] = "mc_curve.png",
@@ -366,9 +377,4 @@ def plot_mc_curve(px: np.ndarray, py: np.ndarray, save_dir: Union[str, Path] = "
         mean = py.mean(0)
         best = int(mean.argmax())
         ax.plot(px, mean, linewidth=3, color="blue", label=f"all classes {mean[best]:.2f} at {px[best]:.3f}")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.04, 1))
-    fig.savefig(Path(save_dir), dpi=250)
+    _finish_curve(fig, ax, save_dir, xlabel, ylabel)

@@ -10,7 +10,7 @@ import warnings
 import zipfile
 from copy import deepcopy
 from pathlib import Path
-from typing import Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 import cv2
 import matplotlib
@@ -135,8 +135,8 @@ def plot_images(images: Array, targets: Array, paths: Optional[Sequence[str]] = 
     images = _to_numpy(images).astype(np.float32, copy=True)
     targets = _to_numpy(targets)
     targets = targets.reshape(-1, targets.shape[-1]).astype(np.float64) if targets.size else np.zeros((0, 6))
-    if images.ndim != 4:
-        raise ValueError(f"plot_images expects a (B, 3, H, W) batch, got shape {images.shape}")
+    if images.ndim != 4 or not len(images):
+        raise ValueError(f"plot_images expects a non-empty (B, 3, H, W) batch, got shape {images.shape}")
     if images.size and images.max() <= 1.0:
         images *= 255  # de-normalise
     bs, _, h, w = images.shape
@@ -194,12 +194,44 @@ def output_to_target(output: Iterable[Array], max_det: int = 300) -> np.ndarray:
     return np.concatenate(rows, 0) if rows else np.zeros((0, 7))
 
 
+def try_plot(what: str, fn: Callable, *args, **kwargs) -> Optional[Any]:
+    """Run the plotting call ``fn(*args, **kwargs)`` and return its result; a plot must never fail a run.
+
+    Any ``Exception`` is logged as one warning line on the ``yolov5`` logger,
+    ``WARNING: <what> not drawn: <ErrorType>: <first line of the message>`` (the traceback at DEBUG level),
+    figures that ``fn`` left open are closed, and None is returned. KeyboardInterrupt and SystemExit are not
+    Exceptions and pass through. Example: ``try_plot("results.png", plot_results, file=save_dir / "results.csv")``.
+    """
+    open_before = set(plt.get_fignums())
+    try:
+        return fn(*args, **kwargs)
+    except Exception as e:
+        lines = str(e).strip().splitlines()
+        reason = type(e).__name__ + (f": {lines[0]}" if lines else "")
+        LOGGER.warning(f"WARNING: {what} not drawn: {reason}")
+        LOGGER.debug(f"{what} traceback", exc_info=True)
+        for num in set(plt.get_fignums()) - open_before:  # a failed plot must not leak its figure
+            plt.close(num)
+        return None
+
+
 def _save_fig(fig, path: Path, dpi: int = 200) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
+
+
+def _class_bars(ax, counts: np.ndarray, width: float = 0.8) -> None:
+    """Bar per class in the class colour, as one collection: fast for thousands of classes."""
+    from matplotlib.collections import PolyCollection
+
+    x0 = np.arange(len(counts)) - width / 2
+    boxes = [((x, 0), (x, h), (x + width, h), (x + width, 0)) for x, h in zip(x0, counts)]
+    ax.add_collection(PolyCollection(boxes, facecolors=[np.array(colors(k)) / 255 for k in range(len(counts))]))
+    ax.set_xlim(-0.5 - width / 2, len(counts) - 0.5 + width / 2)
+    ax.set_ylim(0, max(int(counts.max(initial=0)), 1) * 1.05)
 
 
 def plot_labels(labels: Array, names: Names = (), save_dir: Union[str, Path] = Path(""), loggers=None) -> None:
@@ -221,7 +253,7 @@ def plot_labels(labels: Array, names: Names = (), save_dir: Union[str, Path] = P
         for j in range(4):
             a = ax[i, j]
             if i == j:
-                a.hist(b[:, i], bins=50, range=(0, 1), color="#4363D8")
+                a.hist(b[:, i], bins=50, range=(0, 1), color="#4363D8", histtype="stepfilled")
             elif len(b):
                 a.hist2d(b[:, j], b[:, i], bins=40, range=((0, 1), (0, 1)), cmap="Blues", cmin=1, vmin=0)
             a.set_xlim(0, 1)
@@ -236,7 +268,7 @@ def plot_labels(labels: Array, names: Names = (), save_dir: Union[str, Path] = P
     fig, ax = plt.subplots(2, 2, figsize=(8, 8))
     ax = ax.ravel()
     counts = np.bincount(c, minlength=nc) if len(c) else np.zeros(nc, dtype=int)
-    ax[0].bar(range(nc), counts, color=[np.array(colors(k)) / 255 for k in range(nc)])
+    _class_bars(ax[0], counts)
     ax[0].set_ylabel("instances")
     if 0 < nc < 30:
         ax[0].set_xticks(range(nc))
@@ -262,13 +294,45 @@ def plot_labels(labels: Array, names: Names = (), save_dir: Union[str, Path] = P
     _save_fig(fig, save_dir / "labels.jpg")
 
 
-def _smooth(y: np.ndarray, f: float = 0.05) -> np.ndarray:
-    """Centred moving average over a window of about ``f`` of the series (edges padded)."""
-    k = max(round(len(y) * f * 2) // 2 + 1, 1)
-    if k < 3:
+def moving_average(y: Array, window: int) -> np.ndarray:
+    """Centred moving average with the length of ``y``: point i is the mean of the samples of
+    ``y[i - window // 2 : i + (window - 1) // 2 + 1]`` that exist.
+
+    An even window cannot be centred on a sample; it takes the extra sample from before. Near the ends the
+    window holds fewer samples (no padding), so an end value is not over-weighted and a series shorter than
+    the window still keeps its length. A NaN spoils only the windows that contain it.
+    """
+    y = _to_numpy(y).astype(np.float64)
+    if y.ndim != 1:
+        raise ValueError(f"moving_average: expected a 1-D series, got shape {y.shape}")
+    if window < 1:
+        raise ValueError(f"moving_average: window must be >= 1, got {window}")
+    if not len(y):
         return y
-    yp = np.pad(y, k // 2, mode="edge")
-    return np.convolve(yp, np.ones(k) / k, mode="valid")
+    after = (window - 1) // 2  # samples after i; the other window // 2 come before it
+    ones = np.ones(window)
+    # 'full' convolution: element j sums y[j - window + 1 .. j], i.e. the window ending at i + after
+    sums = np.convolve(y, ones)[after:after + len(y)]
+    counts = np.convolve(np.ones(len(y)), ones)[after:after + len(y)]
+    return sums / counts
+
+
+def _smooth(y: Array, f: float = 0.05) -> np.ndarray:
+    """``y`` smoothed by a centred moving average over an odd window of about ``f`` of its length."""
+    return moving_average(y, 2 * round(len(y) * f / 2) + 1)
+
+
+def _load_table(f: Path, **kwargs) -> np.ndarray:
+    """``np.loadtxt`` as 2-D with errors that name the file; a file without data rows is an error too."""
+    try:
+        with warnings.catch_warnings():  # numpy warns on empty input; the check below says it better
+            warnings.simplefilter("ignore", UserWarning)
+            data = np.loadtxt(f, ndmin=2, **kwargs)
+    except ValueError as e:
+        raise ValueError(f"{f}: {e}") from e
+    if not len(data):
+        raise ValueError(f"{f}: no data rows")
+    return data
 
 
 def _read_results(f: Path):
@@ -276,13 +340,14 @@ def _read_results(f: Path):
     if f.suffix == ".csv":
         with open(f) as fh:
             header = [s.strip() for s in fh.readline().split(",")]
-        data = np.loadtxt(f, delimiter=",", skiprows=1, ndmin=2)
+        data = _load_table(f, delimiter=",", skiprows=1)
         order = [1, 2, 3, 4, 5, 8, 9, 10, 6, 7]  # train losses, P, R, val losses, mAPs
-        if data.shape[1] < 11:
-            raise ValueError(f"{f}: expected 'epoch' + at least 10 result columns, found {data.shape[1]}")
+        if data.shape[1] < 11 or len(header) < 11:
+            raise ValueError(f"{f}: expected 'epoch' + at least 10 result columns, found {len(header)} names and "
+                             f"{data.shape[1]} columns")
         return [header[j] for j in order], data[:, 0], data[:, order]
     # v5.0 results.txt: epoch/epochs, mem, box, obj, cls, total, targets, size, P, R, mAP.5, mAP, vbox, vobj, vcls
-    data = np.loadtxt(f, usecols=(2, 3, 4, 8, 9, 12, 13, 14, 10, 11), ndmin=2)
+    data = _load_table(f, usecols=(2, 3, 4, 8, 9, 12, 13, 14, 10, 11))
     return list(RESULT_TITLES), np.arange(len(data)), data
 
 
@@ -302,13 +367,18 @@ def plot_results(file: Union[str, Path] = "path/to/results.csv", dir: Union[str,
         raise FileNotFoundError(f"No results.csv / results.txt found in {save_dir.resolve()}, nothing to plot")
     fig, ax = plt.subplots(2, 5, figsize=(12, 6))
     ax = ax.ravel()
+    epochs = set()
     for f in files:
         titles, x, y = _read_results(f)
+        epochs.update(x.tolist())
         for i in range(10):
             ax[i].plot(x, y[:, i], marker=".", label=f.stem, linewidth=2, markersize=6)
             if len(x) > 5:
                 ax[i].plot(x, _smooth(y[:, i]), ":", label="smooth", linewidth=1.5)
             ax[i].set_title(titles[i], fontsize=11)
+    if len(epochs) == 1:  # one epoch: a tick at it, not the -0.04 .. 0.04 matplotlib spreads around a point
+        for a in ax:
+            a.set_xticks(sorted(epochs))
     ax[1].legend(fontsize=8)
     fig.tight_layout()
     return _save_fig(fig, save_dir / "results.png")
@@ -343,7 +413,10 @@ def plot_evolve(evolve_csv: Union[str, Path] = "path/to/evolve.csv") -> Path:
         raise FileNotFoundError(f"evolve file not found: {evolve_csv}")
     with open(evolve_csv) as f:
         keys = [s.strip() for s in f.readline().split(",")]
-    x = np.loadtxt(evolve_csv, delimiter=",", skiprows=1, ndmin=2)
+    x = _load_table(evolve_csv, delimiter=",", skiprows=1)
+    if len(keys) != x.shape[1] or x.shape[1] < 8:
+        raise ValueError(f"{evolve_csv}: expected 7 result + at least 1 hyperparameter columns, found "
+                         f"{len(keys)} names and {x.shape[1]} columns")
     return _evolve_grid(keys[7:], x[:, 7:], np.asarray(fitness(x)).reshape(-1), evolve_csv.with_suffix(".png"))
 
 
@@ -357,8 +430,11 @@ def plot_evolution(yaml_file: Union[str, Path] = "data/hyp.finetune.yaml",
     evolve_file = Path(evolve_file)
     if not evolve_file.is_file():
         raise FileNotFoundError(f"evolve file not found: {evolve_file}")
-    x = np.loadtxt(evolve_file, ndmin=2)
+    x = _load_table(evolve_file)
     keys = list(hyp)[: x.shape[1] - 7]
+    if not keys:
+        raise ValueError(f"{evolve_file}: no hyperparameter columns after the 7 result columns "
+                         f"({x.shape[1]} columns, {len(hyp)} keys in {yaml_file})")
     return _evolve_grid(keys, x[:, 7:7 + len(keys)], np.asarray(fitness(x)).reshape(-1),
                         evolve_file.with_suffix(".png"))
 
@@ -375,8 +451,9 @@ def plot_study_txt(path: Union[str, Path] = "", x: Optional[Sequence[int]] = Non
         raise FileNotFoundError(f"No study*.txt files in {d.resolve()}")
     fig, ax = plt.subplots(1, 3, figsize=(13, 4))
     for f in files:
-        y = np.loadtxt(f, ndmin=2)
+        y = _load_table(f)
         sizes = np.asarray(x[: len(y)] if x is not None else np.arange(len(y)))
+        y = y[: len(sizes)]
         label = f.stem.replace("study_", "")
         ax[0].plot(sizes, y[:, 3], ".-", label=f"{label} mAP@.5:.95")
         ax[0].plot(sizes, y[:, 2], ".--", label=f"{label} mAP@.5")
@@ -418,7 +495,7 @@ def plot_lr_scheduler(optimizer, scheduler, epochs: int = 300, save_dir: Union[s
             lrs.append(optimizer.param_groups[0]["lr"])
     fig, a = plt.subplots(figsize=(6, 4))
     a.plot(lrs, ".-", label="LR")
-    a.set(xlabel="epoch", ylabel="LR", xlim=(0, epochs), ylim=(0, None))
+    a.set(xlabel="epoch", ylabel="LR", xlim=(0, max(epochs, 1)), ylim=(0, None))
     a.grid(alpha=0.3)
     fig.tight_layout()
     return _save_fig(fig, Path(save_dir) / "LR.png")
