@@ -39,6 +39,13 @@ dependencies = ["torch", "torchvision", "yaml", "numpy", "cv2", "PIL", "tqdm"]  
 
 import torch  # noqa: E402
 
+from engine.autoshape import AutoShape  # noqa: E402  (also registers Model.autoshape())
+from engine.checkpoint import attempt_load  # noqa: E402
+from engine.downloads import attempt_download  # noqa: E402
+from models.model import Model  # noqa: E402
+from utils.log import LOGGER, set_logging  # noqa: E402
+from utils.torch_utils import detect_head, intersect_dicts  # noqa: E402
+
 DeviceLike = Union[str, int, torch.device, None]
 DEMO_WEIGHTS = ROOT / "weights" / "demo-shufflenetv2-shapes.pt"
 DEMO_IMAGES = ROOT / "data" / "images"
@@ -65,8 +72,6 @@ def _device(device: DeviceLike) -> torch.device:
 def _weights_file(name: str, source) -> Path:
     """Local weights for entry ``name`` (downloading official ones when missing); clear error when none exist."""
     if source == "official":
-        from engine.downloads import attempt_download
-
         local = Path(f"{name}.pt")  # upstream hub behaviour: a copy in the working directory is used first
         return local if local.is_file() else Path(attempt_download(ROOT / "weights" / f"{name}.pt"))
     if source is None or not Path(source).is_file():
@@ -79,11 +84,6 @@ def _weights_file(name: str, source) -> Path:
 def _create(name: str, pretrained: bool = True, channels: int = 3, classes: int = 80, autoshape: bool = True,
             device: DeviceLike = None):
     """Model ``name`` (a key of ``_MODELS``), optionally with pretrained weights, wrapped in AutoShape."""
-    from engine.checkpoint import attempt_load
-    from models.model import Model
-    from utils.log import LOGGER
-    from utils.torch_utils import intersect_dicts
-
     if name not in _MODELS:
         raise ValueError(f"unknown hub model '{name}', expected one of {', '.join(_MODELS)}")
     cfg, source = _MODELS[name]
@@ -91,7 +91,7 @@ def _create(name: str, pretrained: bool = True, channels: int = 3, classes: int 
     if pretrained:
         weights = _weights_file(name, source)
         model = attempt_load(weights, map_location="cpu", fuse=False)
-        nc = int(model.model[-1].nc)
+        nc = int(detect_head(model, required=True).nc)
         if channels == 3 and classes == nc:  # exactly the trained model
             model = model.fuse() if autoshape else model
         else:  # other classes / input channels: same architecture, transfer what fits
@@ -113,8 +113,6 @@ def custom(path: Union[str, Path, torch.nn.Module] = "path/to/model.pt", autosha
 
     ``path_or_model`` is the v5.0 keyword (a path or an already built model) and wins when given.
     """
-    from engine.checkpoint import attempt_load
-
     source = path_or_model if path_or_model is not None else path
     dev = _device(device)
     if isinstance(source, torch.nn.Module):
@@ -124,7 +122,6 @@ def custom(path: Union[str, Path, torch.nn.Module] = "path/to/model.pt", autosha
     if not autoshape:
         return model
     if not hasattr(model, "autoshape"):  # an Ensemble (list of paths) or a foreign module
-        from engine.autoshape import AutoShape
         return AutoShape(model)
     return model.autoshape()
 
@@ -218,7 +215,6 @@ if __name__ == "__main__":
                     help="inference size (long side, pixels); default 640, or 256 (its training size) for the demo")
     ap.add_argument("--nosave", action="store_true", help="do not save annotated images to runs/hub/exp*")
     args = ap.parse_args()
-    from utils.log import set_logging
     set_logging()
     try:
         _demo(args.model or None, args.size or (640 if args.model else 256), not args.nosave)

@@ -21,10 +21,13 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 import yaml  # noqa: E402
+from data.config import check_dataset  # noqa: E402
+from data.datasets import LoadImagesAndLabels  # noqa: E402
+from data.datasets import create_dataloader  # noqa: E402
+from utils.log import set_logging  # noqa: E402
 
 
 def run_once(path, img: int, batch: int, workers: int, hyp: dict, warmup: int, batches: int, seed: int) -> float:
-    from data.datasets import create_dataloader
     loader, _ = create_dataloader(path, img, batch, 32, hyp=hyp, augment=True, workers=workers, shuffle=True,
                                   seed=seed, prefix="")
     it = iter(loader)
@@ -55,9 +58,6 @@ def main(argv=None) -> None:
     ap.add_argument("--batches", type=int, default=20)
     a = ap.parse_args(argv)
 
-    from data.config import check_dataset
-    from data.datasets import LoadImagesAndLabels
-    from utils.log import set_logging
     set_logging(verbose=False)
     torch.set_num_threads(1)
     hyp = yaml.safe_load(Path(a.hyp).read_text())

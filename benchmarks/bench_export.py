@@ -31,6 +31,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+from engine.backends import DetectMultiBackend  # noqa: E402
+from engine.checkpoint import save_checkpoint  # noqa: E402
+from models.model import Model  # noqa: E402
+from utils.torch_utils import prepare_for_inference  # noqa: E402
+import export  # noqa: E402
 
 DEFAULT_CASES = (("models/yolov5s.yaml", 640), ("models/yolov5-shufflenetv2.yaml", 320))
 
@@ -58,11 +63,6 @@ def interleaved_latency_ms(cases: Dict[str, Callable[[], object]], runs: int, wa
 
 def bench_case(cfg: str, imgsz: int, runs: int, warmup: int, workdir: Path) -> Dict[str, float]:
     """{backend: median ms} for one model config at one square size."""
-    import export
-    from engine.backends import DetectMultiBackend
-    from models.model import Model
-    from engine.checkpoint import save_checkpoint
-    from utils.torch_utils import prepare_for_inference
 
     torch.manual_seed(0)
     model = Model(str(ROOT / cfg) if not Path(cfg).is_file() else cfg).eval()

@@ -26,6 +26,8 @@ if str(ROOT) not in sys.path:
 from models.model import Model  # noqa: E402
 from utils.checks import check_img_size  # noqa: E402
 from utils.loss import ComputeLoss  # noqa: E402
+from data.config import check_dataset  # noqa: E402
+from data.datasets import create_dataloader  # noqa: E402
 
 DEFAULT_CFGS = ("models/yolov5s.yaml", "models/yolov5-shufflenetv2.yaml")
 
@@ -45,8 +47,6 @@ def synthetic_batches(batch: int, imgsz: int, nc: int, seed: int = 0):
 
 def loader_batches(data: str, imgsz: int, batch: int, stride: int, hyp: dict, workers: int):
     """Endless batches from the training dataloader of a dataset yaml."""
-    from data.config import check_dataset
-    from data.datasets import create_dataloader
     d = check_dataset(data)
     loader, _ = create_dataloader(d["train"], imgsz, batch, stride, hyp=hyp, augment=True, workers=workers,
                                   shuffle=True)

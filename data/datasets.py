@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, distributed
 from data.augmentations import augment_hsv, letterbox, mixup, mosaic4, random_perspective
 from data.label_cache import CACHE_VERSION, IMG_FORMATS, VID_FORMATS, cache_labels, img2label_paths
 from utils.boxes import xywhn2xyxy, xyxy2xywhn
+from utils.torch_utils import torch_distributed_zero_first
 
 LOGGER = logging.getLogger("yolov5")
 NUM_THREADS = min(8, max(1, os.cpu_count() or 1))
@@ -351,7 +352,6 @@ def create_dataloader(path, imgsz: int, batch_size: int, stride: int, single_cls
         LOGGER.warning(f"{prefix}WARNING: rect=True is incompatible with shuffle, setting shuffle=False")
         shuffle = False
     if rank != -1:
-        from utils.torch_utils import torch_distributed_zero_first
         ctx = torch_distributed_zero_first(rank)
     else:
         ctx = nullcontext()

@@ -25,6 +25,11 @@ from typing import List, Optional
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+from data.shapes import NAMES  # noqa: E402
+from data.shapes import render_image  # noqa: E402
+from engine.checkpoint import attempt_load  # noqa: E402
+from engine.checkpoint import strip_optimizer  # noqa: E402
+from utils.files import increment_path  # noqa: E402
 
 DEMO_WEIGHTS = ROOT / "weights" / "demo-shufflenetv2-shapes.pt"
 DEMO_IMAGES = ROOT / "data" / "images"
@@ -46,7 +51,6 @@ def write_images(out: Path = DEMO_IMAGES, n: int = DEMO_COUNT, seed: int = DEMO_
     """Render ``n`` shapes images (seed ``seed``, not in the train/val splits) as ``out/shapes{i}.jpg``."""
     import cv2
 
-    from data.shapes import render_image
 
     out.mkdir(parents=True, exist_ok=True)
     files = []
@@ -61,7 +65,6 @@ def write_images(out: Path = DEMO_IMAGES, n: int = DEMO_COUNT, seed: int = DEMO_
 
 def train(epochs: Optional[int], extra: List[str]) -> Path:
     """Run train.py with TRAIN_ARGS (+ overrides) in a fresh run directory; path of the run's best.pt."""
-    from utils.files import increment_path
 
     run_dir = increment_path(ROOT / "runs" / "train" / RUN_NAME)  # the name train.py will pick
     args = list(TRAIN_ARGS)
@@ -78,9 +81,6 @@ def train(epochs: Optional[int], extra: List[str]) -> Path:
 
 def make_weights(best: Path, out: Path = DEMO_WEIGHTS) -> Path:
     """Strip ``best`` (EMA -> model, fp16, no optimizer) to ``out``; checks it loads, has 8 classes, < 2 MB."""
-    from engine.checkpoint import attempt_load
-    from engine.checkpoint import strip_optimizer
-    from data.shapes import NAMES
 
     if not Path(best).is_file():
         raise FileNotFoundError(f"--from-run: '{best}' does not exist")

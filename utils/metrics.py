@@ -33,6 +33,8 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from utils.figures import try_plot
+
 IOU_KINDS = ("iou", "giou", "diou", "ciou", "eiou", "siou")
 SIOU_THETA = 4.0
 
@@ -183,7 +185,7 @@ def ap_per_class(tp: np.ndarray, conf: np.ndarray, pred_cls: np.ndarray, target_
         conf, pred_cls: (n,) confidence and class of each prediction.
         target_cls: (m,) class of every ground-truth label.
         plot: write PR_curve.png, F1_curve.png, P_curve.png, R_curve.png to ``save_dir`` (a curve that fails
-            to draw is logged as a warning by ``utils.plots.try_plot``).
+            to draw is logged as a warning by ``utils.figures.try_plot``).
     Returns:
         ``(p, r, ap, f1, classes)``: p, r, f1 (k,) at the confidence maximising the class-mean F1; ap (k, t);
         classes (k,) int32, the classes present in ``target_cls``.
@@ -217,7 +219,6 @@ def ap_per_class(tp: np.ndarray, conf: np.ndarray, pred_cls: np.ndarray, target_
 
     f1 = 2 * p * r / (p + r + eps)
     if plot:  # a curve that cannot be drawn is a warning: the metrics are still returned
-        from utils.plots import try_plot
 
         save_dir = Path(save_dir)
         labels = _class_names(names, classes)

@@ -10,7 +10,7 @@ import warnings
 import zipfile
 from copy import deepcopy
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence, Union
+from typing import Iterable, Optional, Sequence, Union
 
 import cv2
 import matplotlib
@@ -23,7 +23,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from utils.boxes import clip_coords, xywh2xyxy, xyxy2xywh  # noqa: E402
 from utils.files import increment_path  # noqa: E402
+from utils.figures import try_plot  # noqa: E402,F401  (re-exported: callers draw through it)
 from utils.log import LOGGER  # noqa: E402
+from utils.metrics import fitness  # noqa: E402
 
 Array = Union[np.ndarray, torch.Tensor]
 Names = Union[Sequence[str], dict, None]
@@ -192,27 +194,6 @@ def output_to_target(output: Iterable[Array], max_det: int = 300) -> np.ndarray:
         if len(o):
             rows.append(np.concatenate([np.full((len(o), 1), i), o[:, 5:6], xyxy2xywh(o[:, :4]), o[:, 4:5]], 1))
     return np.concatenate(rows, 0) if rows else np.zeros((0, 7))
-
-
-def try_plot(what: str, fn: Callable, *args, **kwargs) -> Optional[Any]:
-    """Run the plotting call ``fn(*args, **kwargs)`` and return its result; a plot must never fail a run.
-
-    Any ``Exception`` is logged as one warning line on the ``yolov5`` logger,
-    ``WARNING: <what> not drawn: <ErrorType>: <first line of the message>`` (the traceback at DEBUG level),
-    figures that ``fn`` left open are closed, and None is returned. KeyboardInterrupt and SystemExit are not
-    Exceptions and pass through. Example: ``try_plot("results.png", plot_results, file=save_dir / "results.csv")``.
-    """
-    open_before = set(plt.get_fignums())
-    try:
-        return fn(*args, **kwargs)
-    except Exception as e:
-        lines = str(e).strip().splitlines()
-        reason = type(e).__name__ + (f": {lines[0]}" if lines else "")
-        LOGGER.warning(f"WARNING: {what} not drawn: {reason}")
-        LOGGER.debug(f"{what} traceback", exc_info=True)
-        for num in set(plt.get_fignums()) - open_before:  # a failed plot must not leak its figure
-            plt.close(num)
-        return None
 
 
 def _save_fig(fig, path: Path, dpi: int = 200) -> Path:
@@ -406,7 +387,6 @@ def _evolve_grid(keys: Sequence[str], x: np.ndarray, fit: np.ndarray, path: Path
 
 def plot_evolve(evolve_csv: Union[str, Path] = "path/to/evolve.csv") -> Path:
     """v6 ``evolve.png`` from ``evolve.csv`` (7 result columns, then one column per hyperparameter)."""
-    from utils.metrics import fitness
 
     evolve_csv = Path(evolve_csv)
     if not evolve_csv.is_file():
@@ -423,7 +403,6 @@ def plot_evolve(evolve_csv: Union[str, Path] = "path/to/evolve.csv") -> Path:
 def plot_evolution(yaml_file: Union[str, Path] = "data/hyp.finetune.yaml",
                    evolve_file: Union[str, Path] = "evolve.txt") -> Path:
     """v5.0 ``evolve.png`` from ``evolve.txt`` (7 results + hyperparameters in ``yaml_file`` key order)."""
-    from utils.metrics import fitness
 
     with open(yaml_file) as f:
         hyp = yaml.safe_load(f)
