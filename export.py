@@ -108,6 +108,7 @@ def export_metadata(model: nn.Module, imgsz: Sequence[int], batch: int, raw: boo
         "names": names,
         "nc": int(m.nc),
         "cls_act": str(getattr(model, "cls_act", getattr(m, "cls_act", "sigmoid"))),
+        "cls_groups": getattr(m, "cls_groups", None),
         "imgsz": [int(imgsz[0]), int(imgsz[1])],
         "batch": int(batch),
         "output": "raw" if raw else "decoded",

@@ -42,7 +42,7 @@ from data.label_stats import labels_to_class_weights, labels_to_image_weights  #
 from utils.loggers import Loggers  # noqa: E402
 
 NBS = 64  # nominal batch size: gradients are accumulated up to this many images per optimizer step
-CLS_LOSSES = ("bce", "ce")
+CLS_LOSSES = ("bce", "ce", "grouped")
 BOX_LOSSES = ("iou", "giou", "diou", "ciou", "eiou", "siou")
 
 # --evolve mutation metadata: key -> (mutation scale (0 = fixed), lower bound, upper bound)
@@ -440,11 +440,14 @@ def train(hyp, opt: argparse.Namespace, device: torch.device):
     m = de_parallel(model)
     m.nc, m.hyp, m.gr, m.names = nc, hyp, 1.0, names
     m.class_weights = labels_to_class_weights(dataset.labels, nc).to(device) * nc
-    compute_loss = ComputeLoss(m)  # also puts the Detect head in the matching class-activation mode
     activation = CLS_ACTIVATION[hyp["cls_loss"]]
-    m.set_class_activation(activation)
+    groups = data_dict.get("cls_groups") if activation == "grouped" else None
+    if activation == "grouped" and groups is None:
+        raise TrainError(f"--cls-loss grouped: {opt.data} has no 'cls_groups' (the groups of exclusive classes)")
+    m.set_class_activation(activation, groups)
     if ema is not None:
-        ema.ema.set_class_activation(activation)  # the validated / saved model decodes like the trained one
+        ema.ema.set_class_activation(activation, groups)  # the validated / saved model decodes like the trained one
+    compute_loss = ComputeLoss(m)
     if hyp["cls_loss"] == "ce":
         warn_multilabel(dataset.labels, dataset.label_files, "ce")
 

@@ -30,6 +30,7 @@ from typing import List, Optional, Union
 import yaml
 
 from data.shapes import DEFAULTS, generate_shapes, is_generated
+from utils.class_groups import parse_class_groups
 from utils.errors import MissingFileError, UserError
 from utils.log import LOGGER
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,6 +181,8 @@ def check_dataset(data: Union[str, Path, dict], autodownload: bool = True) -> di
     if len(names) != nc:
         raise DatasetError(f"{where}: {len(names)} names for nc={nc}; they must match")
     d["names"], d["nc"] = names, nc
+    if d.get("cls_groups") is not None:  # validated here, so a bad spec fails before anything is built
+        d["cls_groups"] = parse_class_groups(d["cls_groups"], nc, names, where).to_spec()
 
     if "val" not in d and "train" not in d:
         raise DatasetError(f"{where}: needs 'train' and 'val' entries")

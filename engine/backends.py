@@ -24,9 +24,11 @@ import torch.nn as nn
 from engine.checkpoint import attempt_load
 from models.detect import decode_level, make_grid
 from utils.class_activation import check_activation
+from utils.class_groups import ClassGroups, GroupedActivation
 from utils.errors import MissingFileError, UserError
 from utils.log import LOGGER
 from utils.names import class_names
+from utils.precision import Precision, inference_precision
 from utils.torch_utils import prepare_for_inference
 
 PathLike = Union[str, Path]
@@ -96,7 +98,7 @@ def read_metadata(weights: PathLike) -> Dict[str, Any]:
 # raw heads -> decoded output
 # ----------------------------------------------------------------------------------------------------------------
 def decode_raw_outputs(raw: Sequence[torch.Tensor], anchors: Sequence[Sequence[float]], strides: Sequence[float],
-                       cls_act: str = "sigmoid") -> torch.Tensor:
+                       cls_act: str = "sigmoid", cls_groups: Optional[list] = None) -> torch.Tensor:
     """Decode raw per-level head maps ``(bs, na, ny, nx, no)`` into ``(bs, N, no)`` exactly like ``Detect``.
 
     ``anchors[i]`` lists the level-i anchors in pixels as ``[w0, h0, w1, h1, ...]``. Box and objectness channels
@@ -104,8 +106,10 @@ def decode_raw_outputs(raw: Sequence[torch.Tensor], anchors: Sequence[Sequence[f
     """
     try:
         check_activation(cls_act, "export metadata cls_act")
+        nc = raw[0].shape[-1] - 5
+        grouped = GroupedActivation(ClassGroups.from_spec(cls_groups, nc)) if cls_act == "grouped" else None
     except ValueError as e:
-        raise BackendError(str(e)) from None
+        raise BackendError(f"export metadata: {e}") from None
     if len(raw) != len(strides) or len(raw) != len(anchors):
         raise BackendError(f"{len(raw)} raw output levels but metadata has {len(strides)} strides / "
                            f"{len(anchors)} anchor levels")
@@ -114,7 +118,7 @@ def decode_raw_outputs(raw: Sequence[torch.Tensor], anchors: Sequence[Sequence[f
         bs, na, ny, nx, no = p.shape
         p = p.float()
         anchor_wh = torch.tensor(a, dtype=torch.float32, device=p.device).view(1, na, 1, 1, 2)
-        out.append(decode_level(p, make_grid(nx, ny, p), s, anchor_wh, cls_act).view(bs, -1, no))
+        out.append(decode_level(p, make_grid(nx, ny, p), s, anchor_wh, cls_act, grouped=grouped).view(bs, -1, no))
     return torch.cat(out, 1)
 
 
@@ -136,12 +140,15 @@ class DetectMultiBackend(nn.Module):
     (int, max stride), ``names`` (list), ``nc``, ``cls_act``, ``fp16``, ``device``, ``imgsz`` ((h, w) the export was
     made at, None for .pt), ``batch_size`` (export batch, None for .pt), ``dynamic``, ``raw`` (export holds raw
     heads), ``fixed_shape`` ((h, w) every input must have, or None), ``metadata`` (dict), ``model`` (the torch
-    module for .pt / TorchScript).
+    module for .pt / TorchScript), ``precision`` (utils.precision.Precision of the .pt forward).
+
+    ``.pt`` models run in ``precision`` (default: :func:`utils.precision.inference_precision` for the device and
+    ``fp16``: bf16 autocast on CPUs with native bf16, fp16 weights on CUDA with ``fp16``, else fp32).
     """
 
     def __init__(self, weights: Union[PathLike, Sequence[PathLike]] = "yolov5s.pt",
                  device: Union[torch.device, str, None] = None, dnn: bool = False, data: Optional[PathLike] = None,
-                 fp16: bool = False, fuse: bool = True):
+                 fp16: bool = False, fuse: bool = True, precision: Optional[Precision] = None):
         super().__init__()
         paths = [str(w) for w in (weights if isinstance(weights, (list, tuple)) else [weights])]
         if not paths:
@@ -154,9 +161,8 @@ class DetectMultiBackend(nn.Module):
         self.pt, self.jit, self.ptl, self.onnx = (kind == "pt", kind == "jit", kind == "ptl", kind == "onnx")
         self.dnn = bool(dnn and self.onnx)
         self.engine = False  # TensorRT is not supported; kept because upstream scripts read it
-        self.fp16 = bool(fp16 and self.device.type == "cuda")
-        if fp16 and not self.fp16:
-            LOGGER.warning("WARNING: --half needs a CUDA device, running in FP32")
+        self.precision = precision or inference_precision(self.device, half=fp16)
+        self.fp16 = bool(self.precision.half)  # fp16 weights and inputs (CUDA --half)
         self.weights = paths if len(paths) > 1 else paths[0]
         if not self.pt and not Path(paths[0]).is_file():  # .pt: attempt_load reports (or downloads) it
             raise MissingFileError(f"weights not found: '{paths[0]}'")
@@ -278,7 +284,8 @@ class DetectMultiBackend(nn.Module):
             x = im.half() if self.fp16 else im.float()
             if self.device.type == "cpu":
                 x = x.contiguous(memory_format=torch.channels_last)  # matches prepare_for_inference's layout
-            y = self.model(x, augment=augment) if augment else self.model(x)
+            with self.precision.autocast():
+                y = self.model(x, augment=augment) if augment else self.model(x)
             y = y[0] if isinstance(y, (tuple, list)) else y
         else:
             if augment and not self._warned_augment:
@@ -325,7 +332,8 @@ class DetectMultiBackend(nn.Module):
             outputs = [torch.from_numpy(o) for o in self.session.run(None, {self._input_name: x})]
         outputs = [o.to(self.device) for o in outputs]
         if self.raw:
-            return decode_raw_outputs(outputs, self.metadata["anchors"], self.metadata["strides"], self.cls_act)
+            return decode_raw_outputs(outputs, self.metadata["anchors"], self.metadata["strides"], self.cls_act,
+                                      self.metadata.get("cls_groups"))
         # decoded exports have one output; v5.0 '--grid' files list the raw maps after the decoded tensor
         return next(o for o in outputs if o.ndim == 3)
 

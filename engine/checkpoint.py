@@ -77,7 +77,7 @@ def _quiet_logs():
 
 
 def model_record(model: nn.Module, half: bool = False) -> Dict[str, Any]:
-    """Project record of a YOLOv5 ``Model``: {yaml, state_dict, names, nc, stride, hyp, cls_act}.
+    """Project record of a YOLOv5 ``Model``: {yaml, state_dict, names, nc, stride, hyp, cls_act, cls_groups}.
 
     Tensors are copied to the CPU (fp16 for floating tensors when ``half``; dtypes kept otherwise), so the record
     does not alias the live model.
@@ -106,6 +106,7 @@ def model_record(model: nn.Module, half: bool = False) -> Dict[str, Any]:
         "stride": [float(s) for s in torch.as_tensor(stride).flatten()],
         "hyp": _to_plain(hyp, "model.hyp") if hyp is not None else None,
         "cls_act": cls_act,
+        "cls_groups": _to_plain(getattr(head, "cls_groups", None), "cls_groups"),  # 'grouped' heads only
     }
 
 
@@ -136,7 +137,10 @@ def model_from_record(record: Dict[str, Any]) -> nn.Module:
     model.stride = detect_head(model).stride = torch.tensor(record["stride"], dtype=torch.float32)
     if record["hyp"] is not None:
         model.hyp = copy.deepcopy(record["hyp"])
-    model.set_class_activation(record["cls_act"])
+    try:
+        model.set_class_activation(record["cls_act"], record.get("cls_groups"))
+    except ValueError as e:  # 'grouped' without (valid) groups
+        raise CheckpointError(f"model record: {e}") from e
     return model.float()
 
 
@@ -322,12 +326,13 @@ def attempt_load(weights: Union[PathLike, Sequence[PathLike]], map_location: Any
     if len(models) == 1:
         return models[0]
 
-    acts = {str(w): getattr(m, "cls_act", "sigmoid") for w, m in zip(paths, models)}
+    acts = {str(w): (getattr(m, "cls_act", "sigmoid"), str(getattr(m, "cls_groups", None)))
+            for w, m in zip(paths, models)}
     if len(set(acts.values())) > 1:
-        raise ValueError(f"cannot ensemble models with different class activations: {acts}")
+        raise CheckpointError(f"cannot ensemble models with different class activations: {acts}")
     ncs = {str(w): int(getattr(m, "nc", detect_head(m).nc)) for w, m in zip(paths, models)}
     if len(set(ncs.values())) > 1:
-        raise ValueError(f"cannot ensemble models with different numbers of classes: {ncs}")
+        raise CheckpointError(f"cannot ensemble models with different numbers of classes: {ncs}")
     ensemble = Ensemble()
     for m in models:
         ensemble.append(m)
@@ -336,7 +341,7 @@ def attempt_load(weights: Union[PathLike, Sequence[PathLike]], map_location: Any
     ensemble.stride = max((m.stride for m in models), key=lambda s: float(torch.as_tensor(s).max()))
     ensemble.nc = next(iter(ncs.values()))
     if not isinstance(getattr(type(ensemble), "cls_act", None), property):
-        ensemble.cls_act = next(iter(acts.values()))
+        ensemble.cls_act = models[-1].cls_act
     return ensemble
 
 

@@ -5,12 +5,13 @@ model gives the same numbers whichever way it runs.
 """
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import Any, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
 
-from utils.class_activation import CLS_ACTIVATIONS, class_scores
+from utils.class_activation import check_activation, class_scores
+from utils.class_groups import ClassGroups, GroupedActivation
 from utils.log import LOGGER
 
 
@@ -22,17 +23,17 @@ def make_grid(nx: int, ny: int, like: torch.Tensor) -> torch.Tensor:
 
 
 def decode_level(p: torch.Tensor, grid: torch.Tensor, stride, anchor_grid: torch.Tensor, cls_act: str,
-                 in_place: bool = False) -> torch.Tensor:
+                 in_place: bool = False, grouped: Optional[nn.Module] = None) -> torch.Tensor:
     """Raw level map (bs, na, ny, nx, 5 + nc) -> [x, y, w, h] in input pixels, objectness, class scores.
 
-    Box and objectness channels use a sigmoid, the class channels ``cls_act``. ``in_place`` writes the box
-    formulas into the fresh activation output (inference: no extra copies); otherwise the graph is out-of-place,
-    which autograd and exporters need.
+    Box and objectness channels use a sigmoid, the class channels ``cls_act`` (``grouped``: the module applying
+    it). ``in_place`` writes the box formulas into the fresh activation output (inference: no extra copies);
+    otherwise the graph is out-of-place, which autograd and exporters need.
     """
     if cls_act == "sigmoid":
         y = p.sigmoid()
     else:
-        y = torch.cat((p[..., :5].sigmoid(), class_scores(p[..., 5:], cls_act)), -1)
+        y = torch.cat((p[..., :5].sigmoid(), class_scores(p[..., 5:], cls_act, grouped)), -1)
     xy = (y[..., 0:2] * 2 - 0.5 + grid) * stride  # cell offset in (-0.5, 1.5)
     wh = (y[..., 2:4] * 2) ** 2 * anchor_grid  # (0, 4) x anchor
     if in_place:
@@ -48,14 +49,15 @@ class Detect(nn.Module):
     class attribute ``export = True`` only the decoded tensor.
 
     ``cls_act`` is the class activation ('sigmoid' per class, BCE-trained; 'softmax' over the classes, CE-trained;
-    see utils/class_activation.py). Its class-level default 'sigmoid' keeps modules unpickled from upstream
-    checkpoints decoding as upstream did; ``Model.set_class_activation`` sets it per instance and project
-    checkpoints store it.
+    'grouped' with ``cls_groups``; see utils/class_activation.py). The class-level defaults keep modules unpickled
+    from upstream checkpoints decoding as upstream did; :meth:`set_activation` sets them per instance and project
+    checkpoints store them.
     """
 
     stride = None  # set by Model from a probe forward
     export = False  # True: forward returns only the decoded tensor (graph for ONNX / TorchScript)
     cls_act = "sigmoid"
+    cls_groups = None  # the class groups of 'grouped' (ClassGroups.to_spec() form), else None
 
     def __init__(self, nc: int = 80, anchors: Sequence[Sequence[float]] = (), ch: Sequence[int] = ()):
         super().__init__()
@@ -85,9 +87,20 @@ class Detect(nn.Module):
             return torch.cat(z, 1)
         return torch.cat(z, 1), raw
 
-    def set_activation(self, act: str) -> None:
-        if act not in CLS_ACTIVATIONS:
-            raise ValueError(f"class activation must be one of {CLS_ACTIVATIONS}, got {act!r}")
+    def set_activation(self, act: str, groups: Optional[Any] = None) -> None:
+        """Decode class scores with ``act``; 'grouped' needs ``groups`` (a ClassGroups or its spec list)."""
+        check_activation(act)
+        self.__dict__.pop("grouped", None)
+        if "grouped" in self._modules:
+            del self._modules["grouped"]
+        if act == "grouped":
+            if groups is None:
+                raise ValueError("class activation 'grouped' needs the class groups (cls_groups)")
+            groups = groups if isinstance(groups, ClassGroups) else ClassGroups.from_spec(groups, self.nc)
+            self.grouped = GroupedActivation(groups).to(self.anchors.device)
+            self.cls_groups = groups.to_spec()
+        else:
+            self.cls_groups = None
         self.cls_act = act
 
     def _decode(self, i: int, p: torch.Tensor) -> torch.Tensor:
@@ -96,7 +109,8 @@ class Detect(nn.Module):
         traced = self.export or torch.jit.is_tracing()
         grid = make_grid(p.shape[3], p.shape[2], p) if traced else self._cached_grid(i, p)
         in_place = not traced and not (torch.is_grad_enabled() and p.requires_grad)
-        return decode_level(p, grid, self.stride[i], self.anchor_grid[i], self.cls_act, in_place)
+        return decode_level(p, grid, self.stride[i], self.anchor_grid[i], self.cls_act, in_place,
+                            getattr(self, "grouped", None))
 
     def _cached_grid(self, i: int, p: torch.Tensor) -> torch.Tensor:
         """The level-i grid, rebuilt when the map size, device or dtype changed (or it was made in inference mode

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from copy import deepcopy
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Any, Callable, List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -199,20 +199,26 @@ class Model(nn.Module):
             m.grid = [torch.zeros(1)] * m.nl  # rebuilt lazily on the new device / dtype
         return self
 
-    def set_class_activation(self, act: str) -> "Model":
-        """Decode class scores with ``"sigmoid"`` (per class, BCE-trained) or ``"softmax"`` (over classes,
-        CE-trained). Saved in project checkpoints as ``cls_act``."""
+    def set_class_activation(self, act: str, groups: Optional[Any] = None) -> "Model":
+        """Decode class scores with ``"sigmoid"`` (per class, BCE-trained), ``"softmax"`` (over classes,
+        CE-trained) or ``"grouped"`` (``groups``: the ClassGroups / cls_groups spec it was trained with). Saved in
+        project checkpoints as ``cls_act`` / ``cls_groups``."""
         m = self._detect_head()
         if m is None:
             raise ValueError("model has no Detect head")
-        m.cls_act = check_activation(act)
+        m.set_activation(check_activation(act), groups)
         return self
 
     @property
     def cls_act(self) -> str:
-        """The head's class activation ("sigmoid" | "softmax")."""
+        """The head's class activation ("sigmoid" | "softmax" | "grouped")."""
         m = self._detect_head()
         return m.cls_act if m is not None else Detect.cls_act
+
+    @property
+    def cls_groups(self) -> Optional[list]:
+        """The class groups of a 'grouped' head (spec list), else None."""
+        return getattr(self._detect_head(), "cls_groups", None)
 
     def fuse(self) -> "Model":
         """Fold every BatchNorm into its preceding conv (Conv-style blocks and Conv2d+BN pairs in Sequentials)."""

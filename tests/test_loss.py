@@ -286,7 +286,7 @@ def test_ce_single_class_has_no_class_loss():
     p, targets = _outputs(1, seed=10), _targets(1, seed=10)
     _, items = ComputeLoss(net)(p, targets)
     assert items[2].item() == 0.0
-    assert net.model[0].cls_act == "softmax"  # set on the head (this stand-in model has no setter)
+    assert "cls_act" not in vars(net.model[0])  # the loss never changes the model (the trainer sets the head)
 
 
 def test_cls_pw_with_ce_is_ignored_with_warning(caplog):
@@ -311,7 +311,9 @@ def test_hyp_selection_errors_and_defaults():
     net.hyp = None
     with pytest.raises(AttributeError, match="model.hyp"):
         ComputeLoss(net)
-    assert CLS_ACTIVATION == {"bce": "sigmoid", "ce": "softmax"}
+    assert CLS_ACTIVATION == {"bce": "sigmoid", "ce": "softmax", "grouped": "grouped"}
+    with pytest.raises(ValueError, match="grouped.*class groups"):  # grouped needs the head's groups
+        ComputeLoss(_Net(3, dict(HYP_V50, cls_loss="grouped")))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -378,11 +380,12 @@ def test_activation_round_trip_save_attempt_load(tmp_path):
     from engine.checkpoint import model_record, save_checkpoint
 
     x = torch.rand(1, 3, 64, 64)
+    groups = [[0, 1], {"classes": [2], "parent": 0}]  # 3 = an independent class
     for mode, act in CLS_ACTIVATION.items():
         model = _real_model(4, dict(HYP_V50, cls_loss=mode))
-        model.set_class_activation("softmax" if act == "sigmoid" else "sigmoid")  # ComputeLoss must fix it
+        model.set_class_activation(act, groups if act == "grouped" else None)  # what the trainer does
         ComputeLoss(model)
-        assert model.cls_act == act
+        assert model.cls_act == act  # and the loss leaves it alone
         path = save_checkpoint({"epoch": 0, "model": model_record(model), "ema": None}, tmp_path / f"{mode}.pt")
         loaded = attempt_load(path, map_location="cpu")
         assert loaded.cls_act == act
@@ -391,6 +394,11 @@ def test_activation_round_trip_save_attempt_load(tmp_path):
         class_sum = decoded[0, :, 5:].sum(-1)
         if act == "softmax":
             assert torch.allclose(class_sum, torch.ones_like(class_sum), atol=1e-5)
+        elif act == "grouped":  # P(0) + P(1) = 1 (one exclusive group); P(2) = P(0) * sigmoid <= P(0)
+            pair = decoded[0, :, 5] + decoded[0, :, 6]
+            assert torch.allclose(pair, torch.ones_like(pair), atol=1e-5)
+            assert (decoded[0, :, 7] <= decoded[0, :, 5] + 1e-6).all()
+            assert loaded.cls_groups == model.cls_groups
         else:
             assert not torch.allclose(class_sum, torch.ones_like(class_sum), atol=1e-2)
         # the loaded model decodes exactly like the trained one (same activation on the same weights)
@@ -409,7 +417,7 @@ def test_upstream_style_pickle_stays_sigmoid(tmp_path):
 
 def test_single_class_softmax_model_class_column_is_one():
     model = _real_model(1, dict(HYP_V50, cls_loss="ce"))
-    ComputeLoss(model)
+    model.set_class_activation("softmax")
     with torch.no_grad():
         decoded = model.eval()(torch.rand(1, 3, 64, 64))[0]
     assert torch.equal(decoded[..., 5], torch.ones_like(decoded[..., 5]))

@@ -4,16 +4,20 @@ One hyperparameter, ``cls_loss`` (hyp yaml or ``train.py --cls-loss``), picks th
 activation the Detect head applies at inference (``Detect.cls_act``), which checkpoints and exported files record
 so that every consumer decodes the scores the way they were trained:
 
-    cls_loss  bce -> cls_act sigmoid   one sigmoid per class (upstream; multi-label / nested classes)
-    cls_loss  ce  -> cls_act softmax   one softmax over the classes (mutually exclusive classes)
+    cls_loss  bce     -> cls_act sigmoid  one sigmoid per class (upstream; multi-label / nested classes)
+    cls_loss  ce      -> cls_act softmax  one softmax over the classes (mutually exclusive classes)
+    cls_loss  grouped -> cls_act grouped  a softmax per group of exclusive classes, sigmoids for independent
+                                          classes, subclass score = P(parent) * P(subclass | parent); the groups
+                                          (``cls_groups`` of the data yaml, utils/class_groups.py) travel with it
 """
 from __future__ import annotations
 
 from typing import Optional
 
 import torch
+import torch.nn as nn
 
-CLS_ACTIVATION = {"bce": "sigmoid", "ce": "softmax"}  # cls_loss -> Detect head activation
+CLS_ACTIVATION = {"bce": "sigmoid", "ce": "softmax", "grouped": "grouped"}  # cls_loss -> head activation
 CLS_LOSSES = tuple(CLS_ACTIVATION)
 CLS_ACTIVATIONS = tuple(CLS_ACTIVATION.values())
 DEFAULT_CLS_LOSS = "bce"  # also when the hyp has no cls_loss key: upstream hyp files keep their meaning
@@ -29,7 +33,7 @@ def cls_loss_of(hyp: Optional[dict]) -> str:
 
 
 def activation_for(cls_loss: str) -> str:
-    """The head activation matching a class loss: 'bce' -> 'sigmoid', 'ce' -> 'softmax'."""
+    """The head activation matching a class loss: 'bce' -> 'sigmoid', 'ce' -> 'softmax', 'grouped' -> 'grouped'."""
     return CLS_ACTIVATION[cls_loss_of({"cls_loss": cls_loss})]
 
 
@@ -40,6 +44,13 @@ def check_activation(act: str, where: str = "class activation") -> str:
     return act
 
 
-def class_scores(logits: torch.Tensor, act: str) -> torch.Tensor:
-    """Class probabilities from class logits (last dimension = classes): per-class sigmoid or softmax."""
-    return logits.softmax(-1) if act == "softmax" else logits.sigmoid()
+def class_scores(logits: torch.Tensor, act: str, grouped: Optional[nn.Module] = None) -> torch.Tensor:
+    """Class probabilities from class logits (last dimension = classes): per-class sigmoid, softmax, or the
+    grouped activation module (utils.class_groups.GroupedActivation) for 'grouped'."""
+    if act == "softmax":
+        return logits.softmax(-1)
+    if act == "grouped":
+        if grouped is None:
+            raise ValueError("class activation 'grouped' needs its class groups (cls_groups)")
+        return grouped(logits).to(logits.dtype)
+    return logits.sigmoid()

@@ -73,12 +73,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from utils.errors import UserError
+
 FOCAL_ALPHA = 0.25  # sigmoid focal loss alpha, as utils/loss.py FocalLoss
 MERGE_DECIMALS = 5  # box coordinates agreeing to this many decimals are the same box (as find_multilabel_boxes)
 GROUP_KEYS = ("classes", "parent")
 
 
-class ClassGroupsError(ValueError):
+class ClassGroupsError(UserError, ValueError):
     """An invalid class-group specification; the message starts with its source (e.g. the data yaml)."""
 
 

@@ -4,8 +4,9 @@ Hyperparameters read from ``model.hyp`` (besides the v5.0 keys box, obj, cls, cl
 fl_gamma, label_smoothing):
 
 * ``cls_loss``: ``bce`` (default when the key is absent, so upstream hyp files and checkpoints keep their
-  meaning) or ``ce``. The head is switched to the matching activation (``CLS_ACTIVATION``) so that inference
-  decodes class probabilities the way they were trained.
+  meaning), ``ce`` or ``grouped``. The loss does not touch the model: the trainer puts the Detect head in the
+  matching activation (utils/class_activation.py) before building the loss, and ``grouped`` reads its class
+  groups from the head, so training and inference share one definition of the groups.
 * ``box_loss``: ``ciou`` (default), ``giou``, ``diou``, ``iou``, ``eiou``, ``siou`` (formulas in
   :mod:`utils.metrics`); the box loss is ``mean(1 - value)`` and the objectness target is ``clamp(value, 0)``.
 
@@ -28,12 +29,15 @@ Class loss, for the N positives of a level with class logits z_i (nc values) and
   - ``cls_pw`` has no meaning for softmax CE (there are no per-class negatives to re-weight): it is ignored,
     with a warning when it differs from 1.
   - CE assumes exactly one class per box: see :func:`warn_multilabel`.
+* ``grouped`` (utils/class_groups.py): softmax CE within each group of mutually exclusive classes, BCE for
+  independent classes, a subgroup trained only on boxes of its parent class; summed over groups and divided by
+  ``N nc`` (= ``ce`` with one group of all classes, = ``bce`` with singleton groups). YOLOv5 writes a box with
+  several labels as repeated rows: they are merged into one box with a multi-hot label before assignment.
 
 With nc == 1 there is no class loss in either mode (upstream behaviour).
 """
 from __future__ import annotations
 
-import logging
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -41,13 +45,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from utils.class_activation import CLS_ACTIVATION, CLS_LOSSES, cls_loss_of  # noqa: F401 (v-fork names)
+from utils.class_groups import ClassGroups, GroupedClassLoss, merge_multilabel_targets
+from utils.log import LOGGER
 from utils.metrics import IOU_KINDS, bbox_iou
-from utils.torch_utils import de_parallel
+from utils.torch_utils import de_parallel, detect_head
 
-LOGGER = logging.getLogger("yolov5")
-
-CLS_ACTIVATION = {"bce": "sigmoid", "ce": "softmax"}  # class loss -> Detect head activation
-CLS_LOSSES = tuple(CLS_ACTIVATION)
 BOX_LOSSES = ("ciou",) + tuple(k for k in IOU_KINDS if k != "ciou")  # ciou first: the default
 
 NEIGHBOUR_G = 0.5  # a target also claims a neighbour cell when within this distance of the shared edge
@@ -64,8 +67,8 @@ def _hyp_choice(hyp: Optional[Mapping], key: str, allowed: Sequence[str], defaul
 
 
 def get_cls_loss(hyp: Optional[Mapping]) -> str:
-    """Validated ``hyp['cls_loss']``: 'bce' (also when missing) or 'ce'."""
-    return _hyp_choice(hyp, "cls_loss", CLS_LOSSES, "bce")
+    """Validated ``hyp['cls_loss']``: 'bce' (also when missing), 'ce' or 'grouped'."""
+    return cls_loss_of(dict(hyp or {}))
 
 
 def get_box_loss(hyp: Optional[Mapping]) -> str:
@@ -136,14 +139,6 @@ class SoftmaxCELoss(nn.Module):
         return ce.mean() / self.nc
 
 
-def _set_head_activation(model: nn.Module, head: nn.Module, act: str) -> None:
-    setter = getattr(model, "set_class_activation", None)
-    if callable(setter):
-        setter(act)
-    else:  # a model class without the setter (e.g. a bare nn.Module holding a Detect): set the head directly
-        head.cls_act = act
-
-
 def _hyp_value(hyp: Mapping, key: str) -> float:
     if key not in hyp:
         raise KeyError(f"ComputeLoss: model.hyp has no '{key}' (a v5.0 hyp file defines it)")
@@ -155,13 +150,14 @@ class ComputeLoss:
 
     ``p`` is the training-mode output (list of nl raw maps (bs, na, ny, nx, 5 + nc)), ``targets`` (nt, 6)
     [image, class, x, y, w, h] normalised. Returns ``(total * bs, [box, obj, cls, total].detach())``.
-    Construction reads ``model.hyp`` and ``model.gr`` (default 1.0) and puts the Detect head in the
-    activation matching ``hyp['cls_loss']``.
+    Construction reads ``model.hyp``, ``model.gr`` (default 1.0) and, for ``cls_loss: grouped``, the class groups
+    of the Detect head; it does not change the model. The loss is computed in fp32 whatever the precision of
+    ``p`` (bf16 / fp16 autocast): IoU, BCE / CE and their reductions need it.
     """
 
     def __init__(self, model: nn.Module, autobalance: bool = False):
         model = de_parallel(model)
-        det = model.model[-1]  # Detect
+        det = detect_head(model, required=True)
         device = next(model.parameters()).device
         hyp = getattr(model, "hyp", None)
         if not isinstance(hyp, Mapping):
@@ -175,34 +171,49 @@ class ComputeLoss:
         self.anchors = det.anchors  # (nl, na, 2) in grid units
         self.anchor_t = _hyp_value(hyp, "anchor_t")
         self.gains = {k: _hyp_value(hyp, k) for k in ("box", "obj", "cls")}
-
         gamma = float(hyp.get("fl_gamma", 0.0) or 0.0)
-        smoothing = float(hyp.get("label_smoothing", 0.0) or 0.0)
         obj_criterion = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([_hyp_value(hyp, "obj_pw")], device=device))
         self.BCEobj = FocalLoss(obj_criterion, gamma) if gamma > 0 else obj_criterion
-        cls_pw = _hyp_value(hyp, "cls_pw")
-        if self.cls_loss == "bce":
-            self.cls_criterion: nn.Module = BCEClassLoss(cls_pw, gamma, smoothing, device)
-        else:
-            if cls_pw != 1.0:
-                LOGGER.warning(f"WARNING: hyp cls_pw={cls_pw:g} is a BCE positive weight and is ignored with "
-                               f"cls_loss=ce (softmax cross-entropy has no per-class negatives to re-weight)")
-            self.cls_criterion = SoftmaxCELoss(self.nc, gamma, smoothing)
-
+        self.groups = self._class_groups(det)
+        self.cls_criterion = self._class_criterion(gamma, float(hyp.get("label_smoothing", 0.0) or 0.0), device)
         self.balance = list(BALANCE.get(self.nl, BALANCE_DEEP[:self.nl]))
         strides = [float(s) for s in (det.stride if det.stride is not None else [])]
         self.ssi = strides.index(16.0) if autobalance and 16.0 in strides else 0
         self.autobalance = autobalance
-        _set_head_activation(model, det, CLS_ACTIVATION[self.cls_loss])
+
+    def _class_groups(self, det: nn.Module) -> Optional[ClassGroups]:
+        """The head's class groups for ``grouped`` (the trainer sets them on the head first), else None."""
+        if self.cls_loss != "grouped":
+            return None
+        spec = getattr(det, "cls_groups", None)
+        if getattr(det, "cls_act", "sigmoid") != "grouped" or spec is None:
+            raise ValueError("ComputeLoss: cls_loss 'grouped' needs a Detect head in 'grouped' mode with its class "
+                             "groups: model.set_class_activation('grouped', groups) before building the loss")
+        return ClassGroups.from_spec(spec, self.nc)
+
+    def _class_criterion(self, gamma: float, smoothing: float, device: torch.device) -> nn.Module:
+        cls_pw = _hyp_value(self.hyp, "cls_pw")
+        if self.cls_loss == "bce":
+            return BCEClassLoss(cls_pw, gamma, smoothing, device)
+        if cls_pw != 1.0:
+            LOGGER.warning(f"WARNING: hyp cls_pw={cls_pw:g} is a BCE positive weight and is ignored with "
+                           f"cls_loss={self.cls_loss} (softmax cross-entropy has no per-class negatives to re-weight)")
+        if self.cls_loss == "grouped":
+            return GroupedClassLoss(self.groups, gamma, smoothing)
+        return SoftmaxCELoss(self.nc, gamma, smoothing)
 
     def __call__(self, p: Sequence[torch.Tensor], targets: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        device = targets.device
-        acc = torch.promote_types(p[0].dtype, torch.float32)  # accumulate in fp32 at least (fp64 if given)
-        lbox = torch.zeros(1, device=device, dtype=acc)
-        lobj = torch.zeros(1, device=device, dtype=acc)
-        lcls = torch.zeros(1, device=device, dtype=acc)
-        tcls, tbox, indices, anchors = self.build_targets(p, targets)
+        with torch.autocast(targets.device.type, enabled=False):
+            p = [pi.float() if pi.dtype in (torch.float16, torch.bfloat16) else pi for pi in p]
+            return self._loss(p, targets)
 
+    def _loss(self, p: Sequence[torch.Tensor], targets: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        device, acc = targets.device, p[0].dtype  # fp32 (fp64 when the caller works in fp64)
+        lbox, lobj, lcls = (torch.zeros(1, device=device, dtype=acc) for _ in range(3))
+        multihot = None
+        if self.cls_loss == "grouped":  # one target per box, with all its labels (rows repeated per class)
+            targets, multihot = merge_multilabel_targets(targets, self.nc, self.groups)
+        tcls, tbox, indices, anchors = self.build_targets(p, targets)
         for i, pi in enumerate(p):
             b, a, gj, gi = indices[i]
             tobj = torch.zeros(pi.shape[:4], device=device, dtype=pi.dtype)
@@ -212,26 +223,21 @@ class ComputeLoss:
                 pwh = (ps[:, 2:4].sigmoid() * 2) ** 2 * anchors[i]
                 iou = bbox_iou(torch.cat((pxy, pwh), 1), tbox[i], kind=self.box_loss)
                 lbox = lbox + (1.0 - iou).mean()
-
                 score = iou.detach().clamp(min=0).to(tobj.dtype)
                 keep = _last_occurrence(b, a, gj, gi, tobj.shape)  # several targets on one cell: last one wins
                 tobj[b[keep], a[keep], gj[keep], gi[keep]] = (1.0 - self.gr) + self.gr * score[keep]
                 if self.nc > 1:
-                    lcls = lcls + self.cls_criterion(ps[:, 5:], tcls[i])
-
+                    labels = tcls[i] if multihot is None else multihot[tcls[i]]
+                    lcls = lcls + self.cls_criterion(ps[:, 5:], labels)
             obji = self.BCEobj(pi[..., 4], tobj)
             lobj = lobj + obji * self.balance[i]
             if self.autobalance:
                 self.balance[i] = self.balance[i] * 0.9999 + 0.0001 / obji.detach().item()
-
         if self.autobalance:
             self.balance = [x / self.balance[self.ssi] for x in self.balance]
-        lbox = lbox * self.gains["box"]
-        lobj = lobj * self.gains["obj"]
-        lcls = lcls * self.gains["cls"]
-        bs = p[0].shape[0]
+        lbox, lobj, lcls = lbox * self.gains["box"], lobj * self.gains["obj"], lcls * self.gains["cls"]
         loss = lbox + lobj + lcls
-        return loss * bs, torch.cat((lbox, lobj, lcls, loss)).detach()
+        return loss * p[0].shape[0], torch.cat((lbox, lobj, lcls, loss)).detach()
 
     def build_targets(self, p: Sequence[torch.Tensor], targets: torch.Tensor):
         """Assign targets to (image, anchor, cell) per level, vectorised over targets, anchors and offsets.

@@ -51,6 +51,7 @@ class Precision:
     half: bool = False  # model and inputs cast to fp16 (CUDA --half inference), instead of autocast
     channels_last: bool = False
     scaler: bool = False
+    emulated: bool = False  # bf16 asked for on a CPU without native bf16 (runs, but slower than fp32)
 
     @property
     def name(self) -> str:
@@ -68,6 +69,8 @@ class Precision:
     def describe(self) -> str:
         """For the start-up line, e.g. 'bf16 autocast, channels_last (CPU with native bf16)'."""
         parts = [self.name] + (["channels_last"] if self.channels_last else [])
+        if self.emulated:
+            parts.append("emulated: this CPU has no native bf16, expect it slower than fp32")
         return ", ".join(parts)
 
 
@@ -86,19 +89,23 @@ def inference_precision(device: DeviceLike, half: bool = False, fp32: bool = Fal
     if kind != "cpu":
         return Precision(kind)
     native = cpu_bf16_native() if bf16_native is None else bf16_native
-    if fp32 or not native:
-        return Precision(kind, channels_last=True)
-    return Precision(kind, dtype=torch.bfloat16, channels_last=True)
+    if half or (native and not fp32):
+        return Precision(kind, dtype=torch.bfloat16, channels_last=True, emulated=not native)
+    return Precision(kind, channels_last=True)
 
 
-def training_precision(device: DeviceLike, amp: bool = True, bf16_native: Optional[bool] = None) -> Precision:
-    """The precision training runs in: CUDA fp16 autocast + scaler, CPU bf16 autocast where native, else fp32."""
+def training_precision(device: DeviceLike, mode: str = "auto", bf16_native: Optional[bool] = None) -> Precision:
+    """The precision training runs in. ``mode``: 'auto' (CUDA fp16 autocast + scaler, CPU bf16 autocast where
+    native, else fp32), 'fp32' (``--fp32``: no autocast), 'bf16' (bf16 autocast on any device, even emulated)."""
     kind = _device_type(device)
-    if not amp:
+    if mode not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"training precision must be 'auto', 'fp32' or 'bf16', got {mode!r}")
+    native = cpu_bf16_native() if (bf16_native is None and kind == "cpu") else bool(bf16_native)
+    if mode == "fp32":
         return Precision(kind, channels_last=kind == "cpu")
+    if mode == "bf16" or (kind == "cpu" and native):
+        return Precision(kind, dtype=torch.bfloat16, channels_last=kind == "cpu",
+                         emulated=kind == "cpu" and not native)
     if kind == "cuda":
         return Precision(kind, dtype=torch.float16, scaler=True)
-    native = cpu_bf16_native() if bf16_native is None else bf16_native
-    if kind == "cpu" and native:
-        return Precision(kind, dtype=torch.bfloat16, channels_last=True)
     return Precision(kind, channels_last=kind == "cpu")

@@ -183,11 +183,11 @@ def copy_attr(a: object, b: object, include: Sequence[str] = (), exclude: Sequen
 def detect_head(model: nn.Module, required: bool = False) -> Optional[nn.Module]:
     """The Detect head of a model, also inside DDP / EMA / AutoShape / Ensemble wrappers (the last one found).
 
-    Recognised by what a head holds (``anchors``, ``anchor_grid``, ``nl``, ``m``), so leaf code needs no import
+    Recognised by what a head holds (``anchors``, ``nl``, ``na``), so leaf code needs no import
     of models/. ``required``: raise TypeError instead of returning None.
     """
     for m in reversed(list(de_parallel(model).modules())):
-        if all(hasattr(m, a) for a in ("anchors", "anchor_grid", "nl", "m")):
+        if all(hasattr(m, a) for a in ("anchors", "nl", "na")):
             return m
     if required:
         raise TypeError(f"expected a YOLOv5 model with a Detect layer, got {type(model).__name__}")
@@ -228,9 +228,12 @@ class ModelEMA:
         self._sync_head(model)
 
     def _sync_head(self, model: nn.Module) -> None:
+        """Decode like the trained model: copy the head's class activation (and groups) onto the EMA's head."""
         src, dst = detect_head(model), detect_head(self.ema)
-        if src is not None and dst is not None and "cls_act" in src.__dict__:
-            dst.cls_act = src.cls_act
+        if src is None or dst is None or "cls_act" not in src.__dict__:
+            return
+        if (dst.__dict__.get("cls_act"), dst.__dict__.get("cls_groups")) != (src.cls_act, src.cls_groups):
+            dst.set_activation(src.cls_act, src.cls_groups)
 
 
 # ----------------------------------------------------------------------------------------------------------
