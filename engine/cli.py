@@ -12,6 +12,10 @@ from typing import Any, Callable, Sequence, Union
 from utils.errors import UserError
 from utils.log import LOGGER, colorstr
 
+
+class FlagError(UserError, ValueError):
+    """A command-line flag with a value it cannot take; the message names the flag."""
+
 EXIT_OK, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 130
 
 
@@ -56,7 +60,13 @@ def add_device(p: argparse.ArgumentParser, default: str = "") -> None:
 
 
 def add_precision(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--half", action="store_true", help="FP16 half-precision inference (CUDA)")
+    """``--half`` (fp16 on CUDA, bf16 autocast on CPU) and ``--fp32`` (exact fp32); see utils/precision.py."""
+    p.add_argument("--half", action="store_true", help="half precision: FP16 on CUDA, bf16 autocast on CPU")
+    p.add_argument("--fp32", action="store_true",
+                   help="exact FP32 (default on CPU: bf16 autocast where the CPU runs bf16 natively)")
+
+
+def add_dnn(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dnn", action="store_true", help="use OpenCV DNN for ONNX inference")
 
 
@@ -64,3 +74,32 @@ def add_output(p: argparse.ArgumentParser, project: Union[str, Path]) -> None:
     p.add_argument("--project", default=str(project), help="save results to project/name")
     p.add_argument("--name", default="exp", help="save results to project/name")
     p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
+
+
+# ---------------------------------------------------------------------------------------------- flag checks
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_at_least(opt: argparse.Namespace, name: str, low: int) -> None:
+    """``opt.<name>`` (an int or a list of ints) must be >= ``low``; FlagError naming the flag otherwise."""
+    value = getattr(opt, name)
+    for v in value if isinstance(value, (list, tuple)) else [value]:
+        if v is None or v < low:
+            raise FlagError(f"{_flag(name)} {v}: must be >= {low}")
+
+
+def check_fraction(opt: argparse.Namespace, *names: str) -> None:
+    """Each ``opt.<name>`` must lie in [0, 1] (confidence and IoU thresholds)."""
+    for name in names:
+        v = getattr(opt, name)
+        if v is None or not 0.0 <= v <= 1.0:
+            raise FlagError(f"{_flag(name)} {v}: must be between 0 and 1")
+
+
+def check_classes(classes, nc: int, names=None) -> None:
+    """A ``--classes`` filter must name classes the model has (once the model is known)."""
+    bad = [c for c in (classes or []) if not 0 <= int(c) < nc]
+    if bad:
+        known = f" ({', '.join(f'{i}: {n}' for i, n in enumerate(names))})" if names and nc <= 20 else ""
+        raise FlagError(f"--classes {' '.join(map(str, bad))}: the model has {nc} classes, 0-{nc - 1}{known}")
