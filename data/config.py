@@ -65,6 +65,10 @@ def _resolve(p: Union[str, Path], yaml_dir: Optional[Path], root: Optional[Path]
 def load_yaml(file: Union[str, Path]) -> dict:
     """Read a data yaml (safe loader) into a dict; the file is searched like any yaml path."""
     file = Path(file)
+    if file.is_dir():
+        inside = sorted(p.name for p in file.glob("*.y*ml"))
+        hint = f" (it holds {', '.join(inside)})" if inside else ""
+        raise DatasetError(f"data yaml '{file}' is a directory, not a dataset yaml; pass the yaml file{hint}")
     if not file.is_file():
         for c in _candidates(file, None) + [ROOT / "data" / file.name]:
             if c.is_file():
@@ -85,6 +89,8 @@ def _names_list(d: dict, where: str) -> List[str]:
     if names is None:
         if nc is None:
             raise DatasetError(f"{where}: needs 'names' or 'nc'")
+        LOGGER.warning(f"WARNING: {where} has no 'names': the {nc} classes are called class0..class{int(nc) - 1} "
+                       f"in plots, labels and exported models; add 'names: [...]' to the yaml")
         return [f"class{i}" for i in range(int(nc))]
     if isinstance(names, dict):  # v7.0 form {0: person, 1: bicycle, ...}
         keys = sorted(int(k) for k in names)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -25,6 +27,7 @@ from engine.safe_load import CheckpointError, UnsafeCheckpointError, torch_load_
 from models.detect import Detect
 from models.model import Ensemble, Model
 from utils.class_activation import CLS_ACTIVATIONS
+from utils.errors import UserError
 from utils.log import LOGGER
 from utils.names import class_names
 from utils.torch_utils import de_parallel, detect_head
@@ -176,16 +179,45 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+class CheckpointSaveError(UserError, OSError):
+    """A checkpoint could not be written (no space left, no permission, ...); the previous file is intact."""
+
+
+_SAVE_REASONS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+                 errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+                 errno.EROFS: "read-only file system"}
+
+
+def _save_error(path: Path, e: BaseException) -> CheckpointSaveError:
+    """One line naming the path and the real cause (torch's zip writer buries the OSError in a RuntimeError)."""
+    cause, err = e, None
+    while cause is not None and err is None:
+        err = cause if isinstance(cause, OSError) and cause.errno else None
+        cause = cause.__cause__ or cause.__context__
+    if err is not None:
+        reason = _SAVE_REASONS.get(err.errno, err.strerror)
+    else:  # torch's zip writer reports "file write failed" without the OSError behind it: look at the disk
+        free = shutil.disk_usage(path.parent).free
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = "no space left on the device" if free < (1 << 20) else f"write failed ({first})"
+    kept = "the previous file is kept" if path.exists() else "nothing was written"
+    return CheckpointSaveError(f"cannot save {path}: {reason} ({kept})")
+
+
 def save_checkpoint(ckpt: Dict[str, Any], path: PathLike) -> Path:
     """Atomically write ``ckpt`` in the project format: a crash mid-save leaves any previous ``path`` intact.
 
-    Written to a temp file in the same directory, flushed and fsynced, then ``os.replace``d onto ``path``.
-    nn.Module values of 'model' / 'ema' are converted to records (dtypes kept, e.g. fp16 after ``.half()``).
+    Written to a temp file in the same directory, flushed and fsynced, then ``os.replace``d onto ``path``; the temp
+    file never survives a failure. nn.Module values of 'model' / 'ema' are converted to records (dtypes kept, e.g.
+    fp16 after ``.half()``). An I/O failure (full disk, permissions) raises :class:`CheckpointSaveError`.
     """
     path = Path(path)
     data = _plain_checkpoint(ckpt)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise _save_error(path, e) from e
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(data, f)
@@ -194,14 +226,28 @@ def save_checkpoint(ckpt: Dict[str, Any], path: PathLike) -> Path:
         # mkstemp creates 0600 files; give the checkpoint the permissions a normal open() would
         os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_UMASK)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, (OSError, RuntimeError)) and _is_io_error(e):
+            raise _save_error(path, e) from e
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _is_io_error(e: BaseException) -> bool:
+    """An OSError with an errno, directly or as the cause of torch's writer error, or torch's own zip-writer
+    failure ("PytorchStreamWriter failed writing file ...: file write failed")."""
+    while e is not None:
+        if isinstance(e, OSError) and e.errno:
+            return True
+        if isinstance(e, RuntimeError) and "write failed" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 # --------------------------------------------------------------------------------------------------------------

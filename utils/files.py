@@ -6,6 +6,8 @@ import re
 from pathlib import Path
 from typing import Union
 
+from utils.errors import MissingFileError
+
 ROOT = Path(__file__).resolve().parents[1]  # repository root
 
 
@@ -32,7 +34,7 @@ def check_file(file: Union[str, Path], what: str = "file") -> str:
         return file
     matches = [m for m in glob.glob(str(ROOT / "**" / file), recursive=True) if Path(m).is_file()]
     if not matches:
-        raise FileNotFoundError(f"{what} not found: '{file}'")
+        raise MissingFileError(f"{what} not found: '{file}'")
     if len(matches) > 1:
-        raise FileNotFoundError(f"{what} '{file}' is ambiguous, it matches: {matches}")
+        raise MissingFileError(f"{what} '{file}' is ambiguous, it matches: {matches}")
     return matches[0]
