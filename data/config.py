@@ -29,10 +29,11 @@ from typing import List, Optional, Union
 
 import yaml
 
-from data.shapes import DEFAULTS, generate_shapes, is_generated
+from data.shapes import DEFAULTS, SCHEMES, generate_shapes, is_generated
 from utils.class_groups import parse_class_groups
 from utils.errors import MissingFileError, UserError
 from utils.log import LOGGER
+
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "val", "test")
 DOWNLOAD_TIMEOUT = 30  # seconds to establish a download connection
@@ -159,17 +160,22 @@ def _safe_extract(z: zipfile.ZipFile, dest: Path) -> None:
 
 
 def _generate(spec: Union[str, dict], root: Optional[Path], where: str) -> None:
-    """``generate: shapes`` or ``generate: {name: shapes, n_train: 64, n_val: 16, img_size: 160, seed: 0}``."""
+    """``generate: shapes`` or ``generate: {name: shapes, n_train: 64, n_val: 16, img_size: 160, seed: 0,
+    scheme: groups}``."""
     args = dict(spec) if isinstance(spec, dict) else {"name": spec}
     kind = str(args.pop("name", ""))
     if kind != "shapes":
         raise DatasetError(f"{where}: unknown generator '{kind}' (known: shapes)")
-    unknown = set(args) - {"n_train", "n_val", "img_size", "seed"}
+    unknown = set(args) - {"n_train", "n_val", "img_size", "seed", "scheme"}
     if unknown:
-        raise DatasetError(f"{where}: unknown 'generate' options {sorted(unknown)} (n_train, n_val, img_size, seed)")
+        raise DatasetError(f"{where}: unknown 'generate' options {sorted(unknown)} "
+                           f"(n_train, n_val, img_size, seed, scheme)")
     if root is None:
         raise DatasetError(f"{where}: 'generate: shapes' needs a 'path:' where the dataset is written")
-    params = {**DEFAULTS, **{k: int(v) for k, v in args.items()}}
+    scheme = str(args.pop("scheme", "shapes"))
+    if scheme not in SCHEMES:
+        raise DatasetError(f"{where}: unknown shapes scheme '{scheme}' (known: {', '.join(SCHEMES)})")
+    params = {**DEFAULTS, **{k: int(v) for k, v in args.items()}, "scheme": scheme}
     if not is_generated(root, **params):
         LOGGER.info(f"Generating the synthetic shapes dataset at {root} ...")
         generate_shapes(root, **params)

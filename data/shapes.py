@@ -2,14 +2,20 @@
 
 Eight mutually exclusive classes, each one shape in one colour, drawn 2-8 per image at 8-50 % of the image
 side on textured backgrounds (gradients, stripes, blotches, grain, clutter lines), later objects partially
-covering earlier ones. Layout (YOLO format)::
+covering earlier ones.
+
+The ``groups`` scheme (``data/shapes-groups.yaml``) draws the same scenes with shape and colour chosen
+independently and labels every object in two exclusive groups plus a subclass, the way YOLOv5 writes multi-label
+boxes (one label row per class on the same box): a kind (circle, square, triangle, star), a colour (red, green,
+blue, yellow), and ``ring`` for hollow circles, a subclass of circle. Its classes suit ``--cls-loss grouped``
+(or ``bce``); ``ce`` cannot learn them. Layout (YOLO format)::
 
     <root>/images/{train,val}/000000.jpg   <root>/labels/{train,val}/000000.txt   <root>/shapes.json
 
 ``shapes.json`` records the generation parameters; it is written last, so its presence marks a complete
 dataset. Every image has its own RNG stream derived from ``(seed, split, index)``: the bytes depend only on
 the parameters (and the OpenCV JPEG encoder), not on threading or generation order.
-Run ``python utils/shapes.py --root datasets/shapes`` to generate by hand.
+Run ``python -m data.shapes --root datasets/shapes [--scheme groups]`` to generate by hand.
 """
 from __future__ import annotations
 
@@ -30,6 +36,12 @@ NAMES = ["red circle", "green square", "blue triangle", "yellow star", "magenta 
          "orange diamond", "white ring"]
 COLORS_BGR = [(40, 40, 215), (60, 175, 40), (215, 90, 30), (30, 215, 225), (200, 50, 200), (215, 210, 40),
               (20, 140, 250), (240, 240, 240)]
+# the "groups" scheme: kind x colour (+ ring as a subclass of circle)
+GROUP_NAMES = ["circle", "square", "triangle", "star", "red", "green", "blue", "yellow", "ring"]
+GROUP_COLORS_BGR = [(40, 40, 215), (60, 175, 40), (215, 90, 30), (30, 215, 225)]  # red, green, blue, yellow
+CLS_GROUPS = [["circle", "square", "triangle", "star"], ["red", "green", "blue", "yellow"],
+              {"classes": ["ring"], "parent": "circle"}]
+SCHEMES = ("shapes", "groups")
 _SPLITS = {"train": 0, "val": 1}
 DEFAULTS = {"n_train": 800, "n_val": 160, "img_size": 320, "seed": 0}  # what data/shapes.yaml generates
 MIN_SIZE, MAX_SIZE = 0.08, 0.50  # object extent as a fraction of the image's short side
@@ -127,8 +139,20 @@ def _box_overlap(a: np.ndarray, b: np.ndarray) -> float:
     return max(w, 0.0) * max(h, 0.0)
 
 
-def render_image(seed: int, split: int, index: int, img_size: int = 320) -> Tuple[np.ndarray, np.ndarray]:
-    """One image (BGR uint8) and its labels (n, 5) ``[cls, x, y, w, h]`` normalised."""
+def _object(scheme: str, rng: np.random.Generator) -> Tuple[int, Tuple[int, int, int], List[int]]:
+    """(shape id for _shape_polygons, BGR colour, label classes) of one object of ``scheme``."""
+    if scheme == "shapes":
+        cls = int(rng.integers(0, len(NAMES)))
+        return cls, COLORS_BGR[cls], [cls]
+    kind, colour = int(rng.integers(0, 4)), int(rng.integers(0, 4))
+    ring = kind == 0 and rng.random() < 0.5
+    return (7 if ring else kind), GROUP_COLORS_BGR[colour], [kind, 4 + colour] + ([8] if ring else [])
+
+
+def render_image(seed: int, split: int, index: int, img_size: int = 320,
+                 scheme: str = "shapes") -> Tuple[np.ndarray, np.ndarray]:
+    """One image (BGR uint8) and its labels (n, 5) ``[cls, x, y, w, h]`` normalised (``groups`` scheme: one row
+    per class of each object, same box)."""
     rng = np.random.default_rng([seed, split, index])
     orient = rng.choice(3, p=[0.6, 0.2, 0.2])  # square / landscape 4:3 / portrait 3:4
     short = int(round(img_size * 0.75))
@@ -138,7 +162,7 @@ def render_image(seed: int, split: int, index: int, img_size: int = 320) -> Tupl
     boxes, covered, labels = [], [], []
     for _ in range(int(rng.integers(2, 9))):
         for _attempt in range(25):
-            cls = int(rng.integers(0, len(NAMES)))
+            cls, base_color, classes = _object(scheme, rng)
             d = side * math.exp(rng.uniform(math.log(MIN_SIZE), math.log(MAX_SIZE)))
             polys = _shape_polygons(cls, d, rng)
             lo, hi = polys[0].min(0), polys[0].max(0)
@@ -152,12 +176,12 @@ def render_image(seed: int, split: int, index: int, img_size: int = 320) -> Tupl
                 break
         else:
             continue
-        color = np.clip(np.array(COLORS_BGR[cls]) + rng.integers(-20, 21, 3), 0, 255)
+        color = np.clip(np.array(base_color) + rng.integers(-20, 21, 3), 0, 255)
         _draw(img, [p + (cx, cy) for p in polys], tuple(int(v) for v in color))
         boxes.append(box)
         covered.append(0.0)
-        labels.append([cls, (box[0] + box[2]) / 2 / w, (box[1] + box[3]) / 2 / h, (box[2] - box[0]) / w,
-                       (box[3] - box[1]) / h])
+        xywh = [(box[0] + box[2]) / 2 / w, (box[1] + box[3]) / 2 / h, (box[2] - box[0]) / w, (box[3] - box[1]) / h]
+        labels += [[c, *xywh] for c in classes]
     # shared lighting / sensor noise over objects and background alike
     light = np.float32(rng.uniform(0.85, 1.15))
     noise = rng.standard_normal(img.shape[:2] + (1,), dtype=np.float32) * np.float32(4)
@@ -168,8 +192,8 @@ def render_image(seed: int, split: int, index: int, img_size: int = 320) -> Tupl
 
 
 def _write_one(args) -> None:
-    root, split, index, seed, img_size = args
-    img, labels = render_image(seed, _SPLITS[split], index, img_size)
+    root, split, index, seed, img_size, scheme = args
+    img, labels = render_image(seed, _SPLITS[split], index, img_size, scheme)
     ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 92])
     if not ok:
         raise RuntimeError(f"JPEG encoding failed for shapes image {split}/{index}")
@@ -178,9 +202,14 @@ def _write_one(args) -> None:
     (root / "labels" / split / f"{index:06d}.txt").write_text(text, encoding="utf-8")
 
 
-def _params(n_train: int, n_val: int, img_size: int, seed: int) -> dict:
-    return {"generator": "shapes", "version": GENERATOR_VERSION, "n_train": n_train, "n_val": n_val,
-            "img_size": img_size, "seed": seed, "names": NAMES}
+def _params(n_train: int, n_val: int, img_size: int, seed: int, scheme: str = "shapes") -> dict:
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown shapes scheme '{scheme}', expected one of {', '.join(SCHEMES)}")
+    params = {"generator": "shapes", "version": GENERATOR_VERSION, "n_train": n_train, "n_val": n_val,
+              "img_size": img_size, "seed": seed, "names": NAMES}
+    if scheme != "shapes":  # the default scheme keeps the marker of datasets generated before schemes existed
+        params.update(scheme=scheme, names=GROUP_NAMES)
+    return params
 
 
 def is_generated(root: Union[str, Path], **params) -> bool:
@@ -193,7 +222,7 @@ def is_generated(root: Union[str, Path], **params) -> bool:
 
 
 def generate_shapes(root: Union[str, Path], n_train: int = 800, n_val: int = 160, img_size: int = 320,
-                    seed: int = 0, workers: int = 4) -> Path:
+                    seed: int = 0, workers: int = 4, scheme: str = "shapes") -> Path:
     """Generate (or reuse) the shapes dataset at ``root``; returns ``root``.
 
     Reuses an existing dataset with the same parameters. Builds in a temporary sibling directory and renames
@@ -201,7 +230,7 @@ def generate_shapes(root: Union[str, Path], n_train: int = 800, n_val: int = 160
     existing ``root`` that is not a shapes dataset is never overwritten (``FileExistsError``).
     """
     root = Path(root).expanduser().resolve()
-    params = dict(n_train=n_train, n_val=n_val, img_size=img_size, seed=seed)
+    params = dict(n_train=n_train, n_val=n_val, img_size=img_size, seed=seed, scheme=scheme)
     if is_generated(root, **params):
         return root
     marker = root / "shapes.json"
@@ -213,8 +242,8 @@ def generate_shapes(root: Union[str, Path], n_train: int = 800, n_val: int = 160
     for split in _SPLITS:
         (tmp / "images" / split).mkdir(parents=True)
         (tmp / "labels" / split).mkdir(parents=True)
-    jobs = [(tmp, "train", i, seed, img_size) for i in range(n_train)]
-    jobs += [(tmp, "val", i, seed, img_size) for i in range(n_val)]
+    jobs = [(tmp, "train", i, seed, img_size, scheme) for i in range(n_train)]
+    jobs += [(tmp, "val", i, seed, img_size, scheme) for i in range(n_val)]
     with ThreadPool(max(1, workers)) as pool:
         list(pool.imap_unordered(_write_one, jobs, chunksize=16))
     (tmp / "shapes.json").write_text(json.dumps(_params(**params)), encoding="utf-8")
@@ -242,8 +271,9 @@ def main(argv=None) -> None:
     ap.add_argument("--n-val", type=int, default=160)
     ap.add_argument("--img-size", type=int, default=320)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--scheme", choices=SCHEMES, default="shapes", help="'groups': kind x colour (+ ring) labels")
     a = ap.parse_args(argv)
-    print(generate_shapes(a.root, a.n_train, a.n_val, a.img_size, a.seed))
+    print(generate_shapes(a.root, a.n_train, a.n_val, a.img_size, a.seed, scheme=a.scheme))
 
 
 if __name__ == "__main__":
