@@ -153,7 +153,7 @@ def test_unreadable_image_is_skipped(assets, tmp_path, log_lines):
     (src / "broken.jpg").write_bytes(b"not a jpeg at all")
     save_dir = run_detect(weights=str(w), source=str(src), project=str(tmp_path))
     err = log_lines.text()
-    assert re.search(r"WARNING: skipping unreadable input: .*broken\.jpg", err)
+    assert re.search(r"WARNING: skipping unreadable image .*broken\.jpg", err)
     assert (save_dir / "good.jpg").is_file() and not (save_dir / "broken.jpg").exists()
 
 
@@ -190,7 +190,7 @@ def test_stream_branch(assets, tmp_path, monkeypatch, log_lines):
     the stream's output at the frame size of the source; a stream that cannot be opened is one clear error."""
     import detect
     d, w, _, _, video = assets
-    monkeypatch.setattr(detect, "is_stream_source", lambda s: s == str(video))
+    monkeypatch.setattr("engine.predict.sources.is_stream_source", lambda s: s == str(video))
     save_dir = run_detect(weights=str(w), source=str(video), project=str(tmp_path), save_txt=True)
     out = save_dir / "clip.mp4.mp4"  # streams get '.mp4' appended to the source name (contract 7.5)
     cap = cv2.VideoCapture(str(out))
