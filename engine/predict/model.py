@@ -13,7 +13,7 @@ from engine.cli import FlagError
 from utils.checks import check_img_size
 from utils.log import LOGGER
 from utils.plots import feature_visualization
-from utils.precision import Precision, cpu_bf16_native, inference_precision
+from utils.precision import Precision, inference_precision
 from utils.torch_utils import select_device
 
 
@@ -66,8 +66,8 @@ def precision_line(model: DetectMultiBackend, half: bool, fp32: bool) -> str:
     p = model.precision
     if half or fp32:
         why = "--half" if half else "--fp32"
-    elif p.device_type == "cpu":
-        why = "default: this CPU " + ("runs bf16 natively" if cpu_bf16_native() else
+    elif p.device_type == "cpu":  # the default is bf16 exactly when the CPU runs it natively
+        why = "default: this CPU " + ("runs bf16 natively; --fp32 for exact fp32" if p.dtype is not None else
                                       "has no native bf16; --half forces bf16 autocast")
     else:
         why = "default"
