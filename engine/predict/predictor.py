@@ -24,6 +24,7 @@ from engine.predict.model import (FeatureDumper, feature_dumper, inference_size,
 from engine.predict.sink import ResultSink, SinkOptions, class_counts
 from engine.predict.sources import Batch, Source, resolve_source
 from utils.boxes import scale_coords
+from utils.errors import MissingFileError
 from utils.files import increment_path
 from utils.log import LOGGER
 from utils.nms import non_max_suppression
@@ -83,6 +84,8 @@ def check_options(o: DetectOptions) -> None:
         raise FlagError("--half and --fp32 contradict each other: pass one of them")
     for w in o.weight_list:
         weights_kind(w)  # unsupported suffix -> BackendError naming the file
+    if o.data and not Path(o.data).is_file():
+        raise MissingFileError(f"--data '{o.data}' not found")
 
 
 class Predictor:
