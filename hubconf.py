@@ -211,8 +211,9 @@ if __name__ == "__main__":
     import argparse
 
     ap = argparse.ArgumentParser(description="Offline hub demo on data/images")
-    ap.add_argument("--model", default="", choices=["", *_MODELS], help=f"hub model with official weights ({', '.join(list(_MODELS)[:8])}); "
-                                                 f"default: the shipped demo weights {DEMO_WEIGHTS.name}")
+    ap.add_argument("--model", default="", choices=["", *_MODELS],
+                    help=f"hub model with official weights ({', '.join(list(_MODELS)[:8])}); "
+                         f"default: the shipped demo weights {DEMO_WEIGHTS.name}")
     ap.add_argument("--size", type=int, default=None,
                     help="inference size (long side, pixels); default 640, or 256 (its training size) for the demo")
     ap.add_argument("--nosave", action="store_true", help="do not save annotated images to runs/hub/exp*")

@@ -183,8 +183,9 @@ class Predictor:
                         f"shape {(src.bs, 3, *self.imgsz)}")
         if src.skipped:
             LOGGER.warning(f"WARNING: {src.skipped.summary()}")
-        if sink.summary():
-            LOGGER.info(sink.summary())
+        saved = sink.summary()
+        if saved:
+            LOGGER.info(saved)
         if o.update:
             for w in o.weight_list:
                 if weights_kind(w) == "pt":
