@@ -7,12 +7,12 @@ are scaled back to each original image. The class activation is whatever the mod
 (``model.cls_act``): AutoShape only reads the decoded head output.
 
 The model is prepared like detect.py's (``utils.torch_utils.prepare_for_inference``: BatchNorm folded, eval,
-channels_last on CPU) and runs in ``precision`` (default :func:`utils.precision.inference_precision` of its
+channels_last on CPU; a model that still has BatchNorm layers is copied first, so the caller's stays intact) and runs in ``precision`` (default :func:`utils.precision.inference_precision` of its
 device: bf16 autocast on CPUs with native bf16, fp32 elsewhere). Boxes are decoded and NMS'd in fp32.
 """
 from __future__ import annotations
 
-from copy import copy
+from copy import copy, deepcopy
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
@@ -28,7 +28,7 @@ from utils.files import increment_path
 from utils.log import LOGGER, count_noun
 from utils.nms import non_max_suppression
 from utils.precision import Precision, inference_precision
-from utils.torch_utils import Profile, prepare_for_inference
+from utils.torch_utils import Profile, is_fused, prepare_for_inference
 
 ImageLike = Union[str, Path, np.ndarray, "PIL.Image.Image"]  # noqa: F821
 
@@ -87,6 +87,8 @@ class AutoShape(nn.Module):
     def __init__(self, model: nn.Module, precision: Optional[Precision] = None):
         super().__init__()
         device = _device_of(model)
+        if not is_fused(model):  # fold BatchNorm into a copy: the caller's model keeps its layers (and can train)
+            model = deepcopy(model)
         self.model = prepare_for_inference(model, device)
         self.names = getattr(model, "names", None)
         self.stride = getattr(model, "stride", torch.tensor([32.0]))

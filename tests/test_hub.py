@@ -169,3 +169,22 @@ def test_autoshape_runs_in_the_inference_precision(tiny_ckpt, shapes_jpg, monkey
     assert seen == [(True, torch.bfloat16) if native else (False, torch.float32)]
     assert r.pred[0].dtype == torch.float32 and len(r.pred[0]) > 10
     assert r.xyxy[0][:, :4].min() >= 0 and (r.xyxy[0][:, [0, 2]] <= 160).all()
+
+
+def test_autoshape_leaves_an_unfused_model_intact():
+    """Wrapping folds BatchNorm for speed, but into a copy: the caller's model keeps its layers and numbers."""
+    from engine.autoshape import AutoShape
+    from models.model import Model
+    from utils.torch_utils import is_fused
+    cfg = yaml.safe_load((ROOT / "models" / "yolov5s.yaml").read_text())
+    cfg.update(width_multiple=0.125, depth_multiple=0.33, nc=3)
+    model = Model(cfg).eval()
+    keys = set(model.state_dict())
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        before = model(x)[0]
+    wrapped = AutoShape(model)
+    assert is_fused(wrapped.model) and not is_fused(model) and set(model.state_dict()) == keys
+    with torch.no_grad():
+        torch.testing.assert_close(model(x)[0], before)
+        torch.testing.assert_close(wrapped(x)[0], before, rtol=1e-4, atol=1e-3)  # folded BN: same numbers
