@@ -41,8 +41,10 @@ import torch  # noqa: E402
 
 from engine.autoshape import AutoShape  # noqa: E402  (also registers Model.autoshape())
 from engine.checkpoint import attempt_load  # noqa: E402
+from engine.cli import run_cli  # noqa: E402
 from engine.downloads import attempt_download  # noqa: E402
 from models.model import Model  # noqa: E402
+from utils.errors import MissingFileError  # noqa: E402
 from utils.log import LOGGER, set_logging  # noqa: E402
 from utils.torch_utils import detect_head, intersect_dicts  # noqa: E402
 
@@ -76,7 +78,7 @@ def _weights_file(name: str, source) -> Path:
         return local if local.is_file() else Path(attempt_download(ROOT / "weights" / f"{name}.pt"))
     if source is None or not Path(source).is_file():
         shipped = f" (expected the shipped file {source})" if source is not None else ""
-        raise FileNotFoundError(f"no pretrained weights exist for '{name}'{shipped}: call it with pretrained=False "
+        raise MissingFileError(f"no pretrained weights exist for '{name}'{shipped}: call it with pretrained=False "
                                 f"to build it untrained, or load your own checkpoint with custom(path=...)")
     return Path(source)
 
@@ -195,7 +197,7 @@ def _demo(model_name: Optional[str], size: int, save: bool) -> None:
         model = yolov5_shufflenetv2(pretrained=False, classes=8)
     files = sorted(p for p in DEMO_IMAGES.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))
     if not files:
-        raise FileNotFoundError(f"no images in {DEMO_IMAGES}")
+        raise MissingFileError(f"no images in {DEMO_IMAGES}")
     imgs = [str(files[0])]  # a file name
     imgs += [Image.open(f) for f in files[1:2]]  # a PIL image
     imgs += [np.asarray(Image.open(f).convert("RGB")) for f in files[2:]]  # numpy HWC RGB arrays
@@ -209,14 +211,12 @@ if __name__ == "__main__":
     import argparse
 
     ap = argparse.ArgumentParser(description="Offline hub demo on data/images")
-    ap.add_argument("--model", default="", help=f"hub model with official weights ({', '.join(list(_MODELS)[:8])}); "
-                                                 f"default: the shipped demo weights {DEMO_WEIGHTS.name}")
+    ap.add_argument("--model", default="", choices=["", *_MODELS],
+                    help=f"hub model with official weights ({', '.join(list(_MODELS)[:8])}); "
+                         f"default: the shipped demo weights {DEMO_WEIGHTS.name}")
     ap.add_argument("--size", type=int, default=None,
                     help="inference size (long side, pixels); default 640, or 256 (its training size) for the demo")
     ap.add_argument("--nosave", action="store_true", help="do not save annotated images to runs/hub/exp*")
     args = ap.parse_args()
     set_logging()
-    try:
-        _demo(args.model or None, args.size or (640 if args.model else 256), not args.nosave)
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"ERROR: {e}")
+    sys.exit(run_cli(lambda a: _demo(a.model or None, a.size or (640 if a.model else 256), not a.nosave), args))

@@ -19,6 +19,7 @@ import numpy as np
 
 from data.augmentations import letterbox
 from data.label_cache import IMG_FORMATS, VID_FORMATS
+from utils.errors import MissingFileError, UserError
 
 LOGGER = logging.getLogger("yolov5")
 
@@ -43,8 +44,23 @@ def _expand_sources(path: Union[str, Path, Sequence]) -> List[str]:
         elif os.path.isfile(p):
             files.append(p)
         else:
-            raise FileNotFoundError(f"{p} does not exist")
+            raise MissingFileError(f"{p} does not exist")
     return files
+
+
+class UnreadableInputError(UserError, OSError):
+    """An image or video of the source that cannot be decoded; ``path`` and ``kind`` ('image' | 'video') name it.
+
+    Raised by :class:`LoadImages` after it has moved past the file, so a caller may count it and keep iterating.
+    """
+
+    def __init__(self, path: str, kind: str, reason: str):
+        super().__init__(f"unreadable {kind} ({reason}): {path}")
+        self.path, self.kind = str(path), kind
+
+
+class StreamError(UserError, ConnectionError):
+    """A webcam or stream URL that cannot be opened or gives no frame."""
 
 
 class LoadImages:
@@ -53,14 +69,18 @@ class LoadImages:
     Attributes: ``files``, ``nf`` (number of files), ``count`` (index of the current file), ``mode``
     ('image' | 'video'), ``frame`` (1-based frame of the current video), ``frames`` (its frame count, v5.0
     name ``nframes``), ``cap`` and ``s``, a description of the current item such as
-    ``'video 1/2 (3/100) path: '`` for log lines.
+    ``'video 1/2 (3/100) path: '`` for log lines. ``vid_stride`` n yields frames 1, 1 + n, 1 + 2n, ...
+
+    An image that cannot be decoded, or a video that cannot be opened or yields no frame, raises
+    :class:`UnreadableInputError` naming it; iteration can go on with the next file.
     """
 
-    def __init__(self, path, img_size: int = 640, stride: int = 32, auto: bool = True):
+    def __init__(self, path, img_size: int = 640, stride: int = 32, auto: bool = True, vid_stride: int = 1):
         files = _expand_sources(path)
         images = [x for x in files if x.rsplit(".", 1)[-1].lower() in IMG_FORMATS]
         videos = [x for x in files if x.rsplit(".", 1)[-1].lower() in VID_FORMATS]
         self.img_size, self.stride, self.auto = img_size, stride, auto
+        self.vid_stride = max(int(vid_stride), 1)
         self.files = images + videos
         self.nf = len(self.files)
         self.video_flag = [False] * len(images) + [True] * len(videos)
@@ -70,57 +90,82 @@ class LoadImages:
         self.cap = None
         self.s = ""
         if not self.nf:
-            raise FileNotFoundError(f"No images or videos found in {path}. Supported formats are:\n"
-                                    f"images: {', '.join(IMG_FORMATS)}\nvideos: {', '.join(VID_FORMATS)}")
-        if videos:
-            self.new_video(videos[0])
+            raise MissingFileError(f"no images or videos found in {path} (images: {', '.join(IMG_FORMATS)}; "
+                                   f"videos: {', '.join(VID_FORMATS)})")
 
     @property
     def nframes(self) -> int:  # v5.0 name
         return self.frames
 
     def new_video(self, path: str) -> None:
+        """Open the video at ``path`` (frame counter back to 0)."""
+        self._close_video()
+        self.cap = cv2.VideoCapture(path)
+        count = self.cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        self.frames = int(count) if count and count > 0 else 0
+
+    def _close_video(self) -> None:
         if self.cap is not None:
             self.cap.release()
-        self.frame = 0
-        self.cap = cv2.VideoCapture(path)
-        self.frames = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        self.cap, self.frame = None, 0
 
     def __iter__(self):
-        if self.count or self.frame:  # iterated before: start over
-            self.count = 0
-            if self.video_flag[0]:
-                self.new_video(self.files[0])
+        self.count = 0
+        self._close_video()
         return self
 
     def __next__(self):
-        if self.count >= self.nf:
-            raise StopIteration
-        path = self.files[self.count]
-        if self.video_flag[self.count]:
-            self.mode = "video"
-            ok, im0 = self.cap.read()
-            while not ok:  # this video is done (or unreadable): move on to the next one
-                self.cap.release()
-                self.count += 1
-                if self.count >= self.nf:
-                    raise StopIteration
-                path = self.files[self.count]
-                self.new_video(path)
-                ok, im0 = self.cap.read()
-            self.frame += 1
-            self.s = f"video {self.count + 1}/{self.nf} ({self.frame}/{self.frames}) {path}: "
-        else:
-            self.mode = "image"
+        while self.count < self.nf:
+            path = self.files[self.count]
+            if not self.video_flag[self.count]:
+                return self._next_image(path)
+            item = self._next_frame(path)
+            if item is not None:
+                return item
+        self._close_video()
+        raise StopIteration
+
+    def _next_image(self, path: str):
+        self.mode = "image"
+        self.count += 1  # moved past the file first: a caller may skip an unreadable one and keep iterating
+        im0 = cv2.imread(path)
+        if im0 is None:
+            raise UnreadableInputError(path, "image", "not an image, or damaged")
+        self.s = f"image {self.count}/{self.nf} {path}: "
+        return self._item(path, im0, None)
+
+    def _next_frame(self, path: str):
+        """The next frame of the video at ``path``; None at its end (``count`` moves on to the next file)."""
+        self.mode = "video"
+        if self.cap is None:
+            self.new_video(path)
+        ok, im0 = self._read()
+        if not ok:
+            first = self.frame == 0
+            self._close_video()
             self.count += 1
-            if self.count < self.nf and self.video_flag[self.count]:  # the videos come next: open the first
-                self.new_video(self.files[self.count])
-            im0 = cv2.imread(path)
-            if im0 is None:  # count already moved on: a caller may skip this file and keep iterating
-                raise FileNotFoundError(f"Image not found or unreadable: {path}")
-            self.s = f"image {self.count}/{self.nf} {path}: "
+            if first:
+                raise UnreadableInputError(path, "video", "cannot be opened or yields no frame")
+            return None
+        self.s = f"video {self.count + 1}/{self.nf} ({self.frame}/{self.frames}) {path}: "
+        return self._item(path, im0, self.cap)
+
+    def _read(self):
+        """Read the next frame to yield, skipping ``vid_stride - 1`` frames after the first one."""
+        if self.frame:
+            for _ in range(self.vid_stride - 1):
+                if not self.cap.grab():
+                    return False, None
+                self.frame += 1
+        ok, im0 = self.cap.read()
+        if ok and im0 is not None:
+            self.frame += 1
+            return True, im0
+        return False, None
+
+    def _item(self, path: str, im0: np.ndarray, cap):
         img = letterbox(im0, self.img_size, stride=self.stride, auto=self.auto)[0]
-        return path, _to_chw_rgb(img), im0, self.cap
+        return path, _to_chw_rgb(img), im0, cap
 
     def __len__(self) -> int:
         return self.nf
@@ -136,7 +181,8 @@ class LoadStreams:
 
     ``sources`` is one source or a ``.txt`` file listing one per line. Iterating yields ``(sources,
     imgs (n, 3, H, W) RGB, im0s [BGR frames], None)`` with the latest frame of each source; it stops when every
-    reader thread has ended. A source that cannot be opened raises ``ConnectionError`` naming it.
+    reader thread has ended. A source that cannot be opened raises :class:`StreamError` (a ``ConnectionError``)
+    naming it.
     """
 
     def __init__(self, sources: str = "streams.txt", img_size: int = 640, stride: int = 32, auto: bool = True):
@@ -155,11 +201,11 @@ class LoadStreams:
             cap = cv2.VideoCapture(int(s) if s.isnumeric() else s)
             if not cap.isOpened():
                 cap.release()
-                raise ConnectionError(f"Failed to open stream {i + 1}/{n}: {s}")
+                raise StreamError(f"Failed to open stream {i + 1}/{n}: {s}")
             ok, im = cap.read()
             if not ok:
                 cap.release()
-                raise ConnectionError(f"Stream {i + 1}/{n} opened but returned no frame: {s}")
+                raise StreamError(f"Stream {i + 1}/{n} opened but returned no frame: {s}")
             w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
             fps = cap.get(cv2.CAP_PROP_FPS)
             self.fps[i] = fps if fps and np.isfinite(fps) and fps > 0 else 30.0
@@ -218,7 +264,7 @@ class LoadWebcam:
         self.pipe = int(pipe) if str(pipe).isnumeric() else pipe
         self.cap = cv2.VideoCapture(self.pipe)
         if not self.cap.isOpened():
-            raise ConnectionError(f"Failed to open camera {pipe}")
+            raise StreamError(f"Failed to open camera {pipe}")
         self.count = -1
 
     def __iter__(self):

@@ -5,10 +5,14 @@
 letterboxed together to one shape, the model runs under ``torch.inference_mode()``, NMS is applied and boxes
 are scaled back to each original image. The class activation is whatever the model's head uses
 (``model.cls_act``): AutoShape only reads the decoded head output.
+
+The model is prepared like detect.py's (``utils.torch_utils.prepare_for_inference``: BatchNorm folded, eval,
+channels_last on CPU; a model that still has BatchNorm layers is copied first, so the caller's stays intact) and runs in ``precision`` (default :func:`utils.precision.inference_precision` of its
+device: bf16 autocast on CPUs with native bf16, fp32 elsewhere). Boxes are decoded and NMS'd in fp32.
 """
 from __future__ import annotations
 
-from copy import copy
+from copy import copy, deepcopy
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
@@ -23,7 +27,8 @@ from utils.checks import make_divisible
 from utils.files import increment_path
 from utils.log import LOGGER, count_noun
 from utils.nms import non_max_suppression
-from utils.torch_utils import Profile
+from utils.precision import Precision, inference_precision
+from utils.torch_utils import Profile, is_fused, prepare_for_inference
 
 ImageLike = Union[str, Path, np.ndarray, "PIL.Image.Image"]  # noqa: F821
 
@@ -62,19 +67,33 @@ def _read_image(im: Any, index: int):
     return np.ascontiguousarray(im), str(Path(name).with_suffix(".jpg"))
 
 
+def _device_of(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
 class AutoShape(nn.Module):
-    """Input-robust wrapper around a detection model: preprocessing, inference, NMS, rescaling."""
+    """Input-robust wrapper around a detection model: preprocessing, inference, NMS, rescaling.
+
+    ``precision`` (a :class:`utils.precision.Precision`, public attribute): how the model runs; by default
+    :func:`utils.precision.inference_precision` of the model's device.
+    """
 
     conf = 0.25  # NMS confidence threshold
     iou = 0.45  # NMS IoU threshold
     classes = None  # optional list of class indices to keep
     max_det = 1000  # maximum detections per image
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, precision: Optional[Precision] = None):
         super().__init__()
-        self.model = model.eval()
+        device = _device_of(model)
+        if not is_fused(model):  # fold BatchNorm into a copy: the caller's model keeps its layers (and can train)
+            model = deepcopy(model)
+        self.model = prepare_for_inference(model, device)
         self.names = getattr(model, "names", None)
         self.stride = getattr(model, "stride", torch.tensor([32.0]))
+        self.precision = precision or inference_precision(device)
+        LOGGER.info(f"AutoShape precision: {self.precision.describe()}")
 
     def autoshape(self) -> "AutoShape":
         LOGGER.info("AutoShape already enabled, skipping... ")
@@ -84,12 +103,26 @@ class AutoShape(nn.Module):
     def cls_act(self) -> str:
         return getattr(self.model, "cls_act", "sigmoid")
 
+    def _precision_on(self, device: torch.device) -> Precision:
+        """The precision for ``device``: the one given, re-derived when the model moved to another device type."""
+        if self.precision.device_type != device.type:
+            self.precision = inference_precision(device)
+            LOGGER.info(f"AutoShape precision: {self.precision.describe()}")
+        return self.precision
+
+    def _infer(self, x: torch.Tensor, augment: bool, profile: bool, precision: Precision):
+        if precision.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)  # the layout prepare_for_inference gave the model
+        with precision.autocast():
+            return self.model(x, augment, profile)
+
     def forward(self, imgs: Union[torch.Tensor, ImageLike, List[ImageLike]], size: int = 640,
                 augment: bool = False, profile: bool = False):
         p = next(self.model.parameters())
+        precision = self._precision_on(p.device)
         if isinstance(imgs, torch.Tensor):  # already a normalised (B, 3, H, W) batch
             with torch.inference_mode():
-                return self.model(imgs.to(p.device).type_as(p), augment, profile)
+                return self._infer(imgs.to(p.device).type_as(p), augment, profile, precision)
         dt = [Profile(p.device) for _ in range(3)]  # pre-process, inference, NMS
         with dt[0]:
             images, files = zip(*(_read_image(im, i) for i, im in
@@ -97,10 +130,11 @@ class AutoShape(nn.Module):
             x, shape = self._batch(images, size, p)
         with torch.inference_mode():
             with dt[1]:
-                out = self.model(x, augment, profile)
+                out = self._infer(x, augment, profile, precision)
             with dt[2]:
-                y = non_max_suppression(out[0] if isinstance(out, tuple) else out, self.conf, iou_thres=self.iou,
-                                        classes=self.classes, max_det=self.max_det)
+                out = (out[0] if isinstance(out, tuple) else out).float()  # fp16 weights (CUDA --half) give fp16
+                y = non_max_suppression(out, self.conf, iou_thres=self.iou, classes=self.classes,
+                                        max_det=self.max_det)
         y = [d.clone() for d in y]  # cloned outside inference mode -> normal tensors that can be edited in place
         for d, im in zip(y, images):
             d[:, :4] = scale_coords(shape, d[:, :4], im.shape[:2])

@@ -144,3 +144,47 @@ def test_shipped_demo_weights(caplog):
     iou = box_iou(gt, det[:, :4].double())
     matched = [(iou[i].max() > 0.5) and int(det[iou[i].argmax(), 5]) == int(labels[i, 0]) for i in range(len(gt))]
     assert sum(matched) >= 0.75 * len(gt), (labels, det)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_autoshape_runs_in_the_inference_precision(tiny_ckpt, shapes_jpg, monkeypatch, log_lines, native):
+    """AutoShape prepares the model like detect.py (BatchNorm folded, channels_last on CPU) and runs it in the
+    default inference precision: bf16 autocast exactly when the CPU has native bf16 (mocked both ways); the
+    detections it returns stay fp32 and lie inside the image."""
+    from utils.torch_utils import is_fused
+    monkeypatch.setattr("utils.precision.cpu_bf16_native", lambda: native)
+    model = _hub("custom", path=str(tiny_ckpt), device="cpu")
+    assert f"AutoShape precision: {'bf16 autocast' if native else 'fp32'}, channels_last" in log_lines.text()
+    assert is_fused(model.model)
+    conv = next(m for m in model.model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+    seen = []
+    head = model.model.model[-1]
+    handle = head.register_forward_pre_hook(lambda m, inp: seen.append((torch.is_autocast_enabled("cpu"),
+                                                                         inp[0][0].dtype)))
+    model.conf = 0.001
+    r = model(str(shapes_jpg), size=160)
+    handle.remove()
+    assert seen == [(True, torch.bfloat16) if native else (False, torch.float32)]
+    assert r.pred[0].dtype == torch.float32 and len(r.pred[0]) > 10
+    assert r.xyxy[0][:, :4].min() >= 0 and (r.xyxy[0][:, [0, 2]] <= 160).all()
+
+
+def test_autoshape_leaves_an_unfused_model_intact():
+    """Wrapping folds BatchNorm for speed, but into a copy: the caller's model keeps its layers and numbers."""
+    from engine.autoshape import AutoShape
+    from models.model import Model
+    from utils.torch_utils import is_fused
+    cfg = yaml.safe_load((ROOT / "models" / "yolov5s.yaml").read_text())
+    cfg.update(width_multiple=0.125, depth_multiple=0.33, nc=3)
+    model = Model(cfg).eval()
+    keys = set(model.state_dict())
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        before = model(x)[0]
+    wrapped = AutoShape(model)
+    assert is_fused(wrapped.model) and not is_fused(model) and set(model.state_dict()) == keys
+    with torch.no_grad():
+        torch.testing.assert_close(model(x)[0], before)
+        torch.testing.assert_close(wrapped(x)[0], before, rtol=1e-4, atol=1e-3)  # folded BN: same numbers
