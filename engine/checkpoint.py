@@ -27,7 +27,7 @@ from engine.safe_load import CheckpointError, UnsafeCheckpointError, torch_load_
 from models.detect import Detect
 from models.model import Ensemble, Model
 from utils.class_activation import CLS_ACTIVATIONS
-from utils.errors import UserError
+from utils.errors import MissingFileError, UserError
 from utils.log import LOGGER
 from utils.names import class_names
 from utils.torch_utils import de_parallel, detect_head
@@ -259,7 +259,7 @@ def _locate(path: PathLike) -> Path:
     if not path.exists():
         path = Path(attempt_download(path))  # raises, naming the file (and the URL for official names)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: '{path}'")
+        raise MissingFileError(f"checkpoint not found: '{path}'")
     return path
 
 
