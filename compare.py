@@ -14,6 +14,7 @@ Variant syntax: ``LOSS [name=NAME] [HYP_KEY=VALUE ...] [--train-flag VALUE ...]`
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
@@ -88,7 +89,12 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     return run(opt, train_extra, argv)
 
 
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM ends the runs the same way as Ctrl-C (children stopped, resumable)
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _terminate)
     set_logging()
     _opt, _extra = parse_opt()
     sys.exit(run_cli(lambda o: run(o, _extra, sys.argv[1:]), _opt))
