@@ -288,11 +288,12 @@ def test_compare_end_to_end_and_rerun_trains_nothing(tmp_path):
         assert set(j["variants"][v]["per_class"]) <= {"red", "green", "blue"}
     assert {"mAP50", "mAP50-95", "ece", "wrong_class_rate", "train_seconds"} <= set(j["pairs"])
     assert "every box has one class" in "\n".join(j["diagnosis"]["lines"])
-    assert "bce-s0: finished" in out.stderr and "4/4 runs finished" in out.stderr
+    text = out.stdout + out.stderr
+    assert "bce-s0: finished" in text and "4/4 runs finished" in text
     logs = {p.name: p.stat().st_mtime_ns for p in (exp / "logs").iterdir()}
     t0 = time.time()
     again = subprocess.run(cmd, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=200)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stderr.count("skipped (finished before)") == 4
+    assert (again.stdout + again.stderr).count("skipped (finished before)") == 4
     assert {p.name: p.stat().st_mtime_ns for p in (exp / "logs").iterdir()} == logs  # no subprocess ran
     assert not (tmp_path / "cmp" / "exp2").exists() and time.time() - t0 < 120

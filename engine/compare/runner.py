@@ -272,7 +272,11 @@ def _num(x) -> str:
     return f"{x:.4f}" if isinstance(x, (int, float)) else "n/a"
 
 
-def run_all(exp: Experiment, ex: Execution, hyp_files: dict, echo: Callable[[str], None] = tqdm.write
+def _echo(line: str) -> None:
+    tqdm.write(line, file=sys.stderr)  # beside the progress bar, which lives on stderr
+
+
+def run_all(exp: Experiment, ex: Execution, hyp_files: dict, echo: Callable[[str], None] = _echo
             ) -> List[RunResult]:
     """Every run of ``exp``, ``ex.jobs`` at a time, seeds interleaved across variants; results in plan order."""
     order = sorted(exp.runs, key=lambda r: (exp.seeds.index(r.seed), [v.name for v in exp.variants].index(r.variant)))
