@@ -216,7 +216,7 @@ def _recommend(s: ClassStructure) -> Tuple[str, str]:
                            f"parents), or bce. Not ce: softmax cannot learn the {s.multilabel_boxes} boxes that "
                            f"carry several classes.")
     return "bce", (f"--cls-loss bce (independent sigmoids): {s.multilabel_boxes} boxes carry several classes "
-                   f"that are not nested subclasses, which neither ce nor a grouped softmax can learn.")
+                   f"that are not nested subclasses: ce cannot learn them, and grouped has no hierarchy to use.")
 
 
 def diagnose_labels(labels: Sequence[np.ndarray], files: Sequence[str], names: Sequence[str],

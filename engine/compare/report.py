@@ -174,8 +174,8 @@ def _summary_section(rep: dict) -> List[str]:
         rows.append([f"`{n}`", f"{v['finished']}" + (f" ({v['failed']} failed)" if v["failed"] else ""),
                      _ms(m["mAP50"]), _ms(m["mAP50-95"]), _ms(m["P"]), _ms(m["R"]), _ms(m["ece"]),
                      _ms(m["wrong_class_rate"]), _ms(m["train_seconds"], 1, 1 / 60)])
-    return ["## Results (mean ± standard deviation over seeds)", ""] + _table(
-        ["variant", "runs", "mAP@0.5", "mAP@0.5:0.95", "P", "R", "ECE ↓", "wrong class ↓", "train min/run"], rows) + \
+    header = ["variant", "runs", "mAP@0.5", "mAP@0.5:0.95", "P", "R", "ECE ↓", "wrong class ↓", "train min/run"]
+    return ["## Results (mean ± standard deviation over seeds)", ""] + _table(header, rows) + \
         ["", "ECE: expected calibration error of the detections a user sees (conf >= 0.25): how far confidence is "
          "from the share of correct detections; 0 is perfectly calibrated. Wrong class: share of detections that "
          "sit on a labelled object (IoU >= 0.5, any class) but name the wrong class.", ""]
