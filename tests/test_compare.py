@@ -38,8 +38,8 @@ def test_variant_syntax():
 @pytest.mark.parametrize("text, message", [
     ("focal", "must start with a class loss"),
     ("ce gamma", "neither KEY=VALUE nor a --flag"),
-    ("ce --seed 3", "--seed is set by compare.py"),
-    ("ce --proj x", "--proj is set by compare.py"),  # an abbreviation of --project
+    ("ce --seed 3", "--seed cannot be passed to train.py here: use --seeds"),
+    ("ce --proj x", "--proj cannot be passed"),  # an abbreviation of --project
     ("ce cls_loss=bce", "first word"),
     ("ce name=a/b", "may only hold"),
 ])

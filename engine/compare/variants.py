@@ -27,6 +27,12 @@ CLS_LOSSES = ("bce", "ce", "grouped")
 # train.py flags a variant must not set: the comparison owns them (seeds, output folders, the loss itself)
 RESERVED_FLAGS = ("--seed", "--project", "--name", "--exist-ok", "--resume", "--cls-loss", "--evolve", "--hyp",
                   "--data", "--img", "--img-size", "--imgsz", "--local_rank", "--local-rank")
+INSTEAD = {  # what to use instead of a reserved train.py flag
+    "--seed": "use --seeds / --seed-start", "--cls-loss": "use --cls-loss / --variant LOSS",
+           "--hyp": "use KEY=VALUE in a variant, or compare.py --hyp", "--resume": "run the same command again",
+           "--project": "use compare.py --project / --name", "--name": "use compare.py --project / --name",
+           "--exist-ok": "use compare.py --exist-ok", "--data": "use compare.py --data",
+           "--img": "use compare.py --img", "--img-size": "use compare.py --img", "--imgsz": "use compare.py --img"}
 _SAFE = re.compile(r"[^A-Za-z0-9_.+-]+")
 
 
@@ -67,7 +73,8 @@ def check_flags(flags: Sequence[str], where: str) -> None:
         key = f.split("=", 1)[0]
         hit = [r for r in RESERVED_FLAGS if r == key or (len(key) > 3 and r.startswith(key))]
         if hit:
-            raise FlagError(f"{where}: {key} is set by compare.py itself (use compare.py's own flag)")
+            raise FlagError(f"{where}: {key} cannot be passed to train.py here: "
+                            f"{INSTEAD.get(hit[0], 'compare.py runs plain trainings')}")
 
 
 def parse_variant(text: str) -> Variant:
