@@ -29,10 +29,11 @@ RESERVED_FLAGS = ("--seed", "--project", "--name", "--exist-ok", "--resume", "--
                   "--data", "--img", "--img-size", "--imgsz", "--local_rank", "--local-rank")
 INSTEAD = {  # what to use instead of a reserved train.py flag
     "--seed": "use --seeds / --seed-start", "--cls-loss": "use --cls-loss / --variant LOSS",
-           "--hyp": "use KEY=VALUE in a variant, or compare.py --hyp", "--resume": "run the same command again",
-           "--project": "use compare.py --project / --name", "--name": "use compare.py --project / --name",
-           "--exist-ok": "use compare.py --exist-ok", "--data": "use compare.py --data",
-           "--img": "use compare.py --img", "--img-size": "use compare.py --img", "--imgsz": "use compare.py --img"}
+    "--hyp": "use KEY=VALUE in a variant, or compare.py --hyp", "--resume": "run the same command again",
+    "--project": "use compare.py --project / --name", "--name": "use compare.py --project / --name",
+    "--exist-ok": "use compare.py --exist-ok", "--data": "use compare.py --data",
+    "--img": "use compare.py --img", "--img-size": "use compare.py --img", "--imgsz": "use compare.py --img",
+}
 _SAFE = re.compile(r"[^A-Za-z0-9_.+-]+")
 
 
