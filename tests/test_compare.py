@@ -297,3 +297,18 @@ def test_compare_end_to_end_and_rerun_trains_nothing(tmp_path):
     assert (again.stdout + again.stderr).count("skipped (finished before)") == 4
     assert {p.name: p.stat().st_mtime_ns for p in (exp / "logs").iterdir()} == logs  # no subprocess ran
     assert not (tmp_path / "cmp" / "exp2").exists() and time.time() - t0 < 120
+
+
+def test_experiment_folder_is_found_by_its_settings_hash(tmp_path):
+    from engine.compare.experiment import SPEC_FILE, find_experiment_dir
+    project = tmp_path / "runs"
+    for name, digest in (("exp", "aaa"), ("exp2", "bbb"), ("mine", "ccc")):
+        (project / name).mkdir(parents=True)
+        (project / name / SPEC_FILE).write_text(f"digest: {digest}\n")
+    assert find_experiment_dir(project, None, "bbb", False, False) == project / "exp2"
+    assert find_experiment_dir(project, None, "zzz", False, False) == project / "exp3"  # new settings
+    assert find_experiment_dir(project, None, "bbb", False, True) == project / "exp3"  # --fresh
+    assert find_experiment_dir(project, "mine", "ccc", False, False) == project / "mine"
+    assert find_experiment_dir(project, "mine", "zzz", False, False) == project / "mine2"
+    assert find_experiment_dir(project, "mine", "zzz", True, False) == project / "mine"  # --exist-ok
+    assert find_experiment_dir(project, "mine", "aaa", False, False) == project / "mine2"  # only that name
