@@ -263,8 +263,11 @@ def _status_line(r: RunResult) -> str:
     if r.status == "failed":
         return f"{r.run.name}: FAILED ({r.error}), log {r.log}"
     m = (r.metrics or {}).get("metrics", {})
-    took = f" in {r.train_seconds:.0f}s" if r.status == "finished" and r.train_seconds is not None else ""
-    what = "skipped (finished before)" if r.status == "skipped" else f"finished{took} ({'+'.join(r.actions)})"
+    if r.status == "skipped":
+        what = "skipped (finished before)"
+    else:
+        times = [f"{k} {t:.0f}s" for k, t in (("train", r.train_seconds), ("val", r.val_seconds)) if t is not None]
+        what = f"finished ({'+'.join(r.actions)}; {', '.join(times)})"
     return f"{r.run.name}: {what}, mAP@0.5 {_num(m.get('mAP50'))}, mAP@0.5:0.95 {_num(m.get('mAP50-95'))}"
 
 
