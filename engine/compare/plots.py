@@ -73,7 +73,7 @@ def plot_per_class(per_class: Dict[str, Dict[str, Summary]], classes: List[str],
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.set_xlabel(f"{metric} (mean +- std over seeds)")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

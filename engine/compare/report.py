@@ -162,7 +162,7 @@ def markdown(rep: dict) -> List[str]:
     if rep.get("plots"):
         out += ["## Plots", ""] + [f"![{p}]({p})" for p in rep["plots"]] + [""]
     if rep.get("definitions"):
-        out += ["## Definitions (from val.py's metrics.json)", ""] + \
+        out += ["## Definitions (from the runs' metrics.json)", ""] + \
             [f"- **{k}**: {v}" for k, v in rep["definitions"].items()] + [""]
     return out
 
