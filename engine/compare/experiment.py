@@ -114,7 +114,8 @@ def find_experiment_dir(project: Path, name: Optional[str], digest: str, exist_o
             if spec and spec.get("digest") == digest:
                 return c
     if name and exist_ok and (project / name).exists() and not fresh:
-        LOGGER.info(f"{project / name} holds a comparison with other settings; runs whose settings changed are redone")
+        LOGGER.info(f"{project / name} holds a comparison with other settings (--exist-ok): runs whose own "
+                    f"settings match are kept, the others are redone")
     return increment_path(project / base, exist_ok=exist_ok and not fresh)
 
 
