@@ -134,11 +134,13 @@ def _f(x, digits: int = 3) -> str:
 
 
 def _ms(s: dict, digits: int = 3, scale: float = 1.0) -> str:
-    """'mean +- std (n)' of a Summary dict."""
+    """'mean ± std' of a Summary dict; more decimals for means near zero (an untrained model's mAP)."""
     if not s["n"]:
         return "n/a"
+    mean = s["mean"] * scale
+    digits = digits + 2 if 0 < abs(mean) < 10 ** -(digits - 1) else digits
     std = f" ± {s['std'] * scale:.{digits}f}" if s["std"] is not None else ""
-    return f"{s['mean'] * scale:.{digits}f}{std}"
+    return f"{mean:.{digits}f}{std}"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
