@@ -180,7 +180,16 @@ def _summary_section(rep: dict) -> List[str]:
     return ["## Results (mean ± standard deviation over seeds)", ""] + _table(header, rows) + \
         ["", "ECE: expected calibration error of the detections a user sees (conf >= 0.25): how far confidence is "
          "from the share of correct detections; 0 is perfectly calibrated. Wrong class: share of detections that "
-         "sit on a labelled object (IoU >= 0.5, any class) but name the wrong class.", ""]
+         "sit on a labelled object (IoU >= 0.5, any class) but name the wrong class."] + _missing_note(rep) + [""]
+
+
+def _missing_note(rep: dict) -> List[str]:
+    """Why ECE / wrong-class rate can be n/a for a finished run."""
+    empty = [n for n, v in rep["variants"].items() if v["finished"] and not v["metrics"]["ece"]["n"]]
+    if not empty:
+        return []
+    return [f"ECE / wrong class n/a for {', '.join(f'`{n}`' for n in empty)}: no detection reached confidence "
+            f"0.25 (or none sat on a label), so there is nothing to calibrate (typical of a barely trained model)."]
 
 
 def _pairs_section(rep: dict) -> List[str]:
