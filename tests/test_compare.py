@@ -15,7 +15,7 @@ import yaml
 from engine.cli import FlagError
 from engine.compare import run_comparison
 from engine.compare.runner import Execution, read_state, run_stage, write_state
-from engine.compare.stats import compare_pair, pairwise, summarize, t_two_sided_p
+from engine.compare.stats import caveat, compare_pair, pairwise, summarize, t_critical, t_two_sided_p
 from engine.compare.variants import build_variants, parse_variant
 from tests.train_helpers import ROOT, env, make_dataset, write_cfg, write_hyp
 
@@ -94,6 +94,12 @@ def test_lower_is_better_metrics_and_edge_cases():
     assert same["exceeds"] and same["p"] == 0.0
     rows = pairwise({"x": summarize([1, 2]), "y": summarize([1, 2]), "z": summarize([9, 10])})
     assert [(r["a"], r["b"], r["better"]) for r in rows] == [("x", "y", None), ("x", "z", "z"), ("y", "z", "z")]
+
+
+def test_report_caveat_uses_the_seed_count():
+    assert t_critical(4) == pytest.approx(2.776, abs=1e-3) and t_critical(8) == pytest.approx(2.306, abs=1e-3)
+    assert "3 seeds per variant" in caveat(3) and "2.8 standard errors" in caveat(3)
+    assert "no verdict" in caveat(1)
 
 
 @pytest.mark.parametrize("t, df, p", [(12.706, 1, 0.05), (4.303, 2, 0.05), (2.776, 4, 0.05), (1.0, 1, 0.5),

@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Sequence
 from engine.compare.experiment import Experiment, flag_value
 from engine.compare.plots import plot_metrics, plot_per_class, plot_train_time
 from engine.compare.runner import RunResult
-from engine.compare.stats import RULE, SE_FACTOR, Summary, pairwise, summarize
+from engine.compare.stats import RULE, SE_FACTOR, Summary, caveat, pairwise, summarize
 from utils.figures import try_plot
 
 # key -> (label, higher is better, where in metrics.json or the run result)
@@ -204,11 +204,12 @@ def _pairs_section(rep: dict) -> List[str]:
                          _f(SE_FACTOR * p["se"] * scale if p["se"] is not None else None, digits), verdict,
                          _f(p["p"], 3)])
     return ["## Is a difference larger than the seed spread?", "",
-            f"Rule: {rep['rule']}. With 2-3 seeds this is a coarse screen: each standard deviation rests on 1-2 "
-            "degrees of freedom, and the 5 % Welch threshold at such degrees of freedom is 2.8-4.3 standard errors, "
-            "not 2. 'Exceeds' means worth believing at this budget (confirm with more seeds); 'within' means no "
-            "evidence of a difference at this budget, not that the variants are equal.", ""] + _table(
+            f"Rule: {rep['rule']}. {caveat(_min_seeds(rep))}", ""] + _table(
         ["metric", "a", "b", "b − a", f"{SE_FACTOR:g}×SE", "verdict", "Welch p"], rows) + [""]
+
+
+def _min_seeds(rep: dict) -> int:
+    return min((v["metrics"]["mAP50"]["n"] for v in rep["variants"].values()), default=0)
 
 
 def _per_class_section(rep: dict) -> List[str]:

@@ -93,6 +93,27 @@ def t_two_sided_p(t: float, df: float) -> float:
     return betainc(df / 2.0, 0.5, df / (df + t * t))
 
 
+def t_critical(df: float, alpha: float = 0.05) -> float:
+    """The |t| whose two-sided tail is ``alpha`` (bisection on :func:`t_two_sided_p`)."""
+    lo, hi = 0.0, 1e4
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if t_two_sided_p(mid, df) > alpha else (lo, mid)
+    return (lo + hi) / 2
+
+
+def caveat(n: int) -> str:
+    """What a 2 x SE verdict can show with ``n`` seeds per variant (for the report)."""
+    if n < 2:
+        return "With one seed per variant there is no spread: no verdict is possible."
+    df = 2 * (n - 1)  # Welch's df for equal seed counts and spreads
+    return (f"With {n} seeds per variant each standard deviation rests on {n - 1} degree(s) of freedom (it can be off "
+            f"by a factor of 2 or more), and Welch's 5 % two-sided threshold at ~{df} degrees of freedom is "
+            f"{t_critical(df):.1f} standard errors, not {SE_FACTOR:g}: this is a screen, not a test at a known error "
+            f"rate. 'Exceeds' means worth believing at this budget (confirm with more seeds); 'within' means no "
+            f"evidence of a difference at this budget, not that the variants are equal.")
+
+
 # --------------------------------------------------------------------------------------------------------
 # pairs
 # --------------------------------------------------------------------------------------------------------
