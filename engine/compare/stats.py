@@ -107,8 +107,9 @@ def caveat(n: int) -> str:
     if n < 2:
         return "With one seed per variant there is no spread: no verdict is possible."
     df = 2 * (n - 1)  # Welch's df for equal seed counts and spreads
-    return (f"With {n} seeds per variant each standard deviation rests on {n - 1} degree(s) of freedom (it can be off "
-            f"by a factor of 2 or more), and Welch's 5 % two-sided threshold at ~{df} degrees of freedom is "
+    off = " (it can be off by a factor of 2 or more)" if n <= 3 else ""
+    return (f"With {n} seeds per variant each standard deviation rests on {n - 1} degree(s) of freedom{off}, "
+            f"and Welch's 5 % two-sided threshold at ~{df} degrees of freedom is "
             f"{t_critical(df):.1f} standard errors, not {SE_FACTOR:g}: this is a screen, not a test at a known error "
             f"rate. 'Exceeds' means worth believing at this budget (confirm with more seeds); 'within' means no "
             f"evidence of a difference at this budget, not that the variants are equal.")
