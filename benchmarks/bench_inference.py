@@ -195,21 +195,23 @@ def print_val_speed(r: Dict[str, List[dict]], weights: str, img: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- detections
-def _detect(model: DetectMultiBackend, im: np.ndarray) -> torch.Tensor:
+def _detect(model: DetectMultiBackend, im: np.ndarray, conf: float) -> torch.Tensor:
     x = torch.from_numpy(im).float()[None] / 255.0
     with torch.inference_mode():
-        return non_max_suppression(model(x), 0.25, 0.45, max_det=1000)[0]  # detect.py's defaults
+        return non_max_suppression(model(x), conf, 0.45, max_det=1000)[0]  # detect.py's IoU and max-det
 
 
-def compare_detections(weights: str, source: str, img: int, iou_min: float = 0.99) -> Dict[str, float]:
-    """fp32 vs (forced) bf16 detections of every image: pairs matched greedily by IoU ignoring class; a pair
-    agrees when IoU >= ``iou_min`` and the classes are equal."""
+def compare_detections(weights: str, source: str, img: int, conf: float = 0.25, iou_min: float = 0.99
+                       ) -> Dict[str, float]:
+    """fp32 vs (forced) bf16 detections of every image (NMS at ``conf``, detect.py's 0.25 by default): pairs
+    matched greedily by IoU ignoring class; a pair agrees when IoU >= ``iou_min`` and the classes are equal."""
     fp32 = DetectMultiBackend(weights, device="cpu", precision=inference_precision("cpu", fp32=True))
     bf16 = DetectMultiBackend(weights, device="cpu", precision=inference_precision("cpu", half=True))
-    n = {"images": 0, "fp32": 0, "bf16": 0, "matched": 0, "agree": 0}
+    n = {"images": 0, "fp32": 0, "bf16": 0, "matched": 0, "iou_ok": 0, "same_class": 0, "agree": 0, "iou>=0.95": 0,
+         "iou>=0.9": 0}
     worst_iou, conf_diff = 1.0, 0.0
     for _, im, _, _ in LoadImages(source, img_size=img, stride=fp32.stride):
-        a, b = _detect(fp32, im), _detect(bf16, im)
+        a, b = _detect(fp32, im, conf), _detect(bf16, im, conf)
         n["images"] += 1
         n["fp32"] += len(a)
         n["bf16"] += len(b)
@@ -218,8 +220,13 @@ def compare_detections(weights: str, source: str, img: int, iou_min: float = 0.9
         iou = box_iou(a[:, :4], b[:, :4])
         while iou.numel() and iou.max() > 0.5:  # greedy one-to-one by IoU
             i, j = divmod(int(iou.argmax()), iou.shape[1])
+            close, same = bool(iou[i, j] >= iou_min), bool(a[i, 5] == b[j, 5])
             n["matched"] += 1
-            n["agree"] += int(iou[i, j] >= iou_min and a[i, 5] == b[j, 5])
+            n["iou_ok"] += close
+            n["same_class"] += same
+            n["agree"] += close and same
+            n["iou>=0.95"] += bool(iou[i, j] >= 0.95)
+            n["iou>=0.9"] += bool(iou[i, j] >= 0.9)
             worst_iou = min(worst_iou, float(iou[i, j]))
             conf_diff = max(conf_diff, float((a[i, 4] - b[j, 4]).abs()))
             iou[i, :], iou[:, j] = -1, -1
@@ -241,6 +248,7 @@ def parse_opt(argv=None) -> argparse.Namespace:
     ap.add_argument("--weights", default="yolov5s.pt", help="weights for --val-speed / --compare")
     ap.add_argument("--data", default="data/coco128.yaml", help="dataset yaml for --val-speed")
     ap.add_argument("--source", default="data/images", help="images for --compare")
+    ap.add_argument("--conf", type=float, default=0.25, help="--compare NMS confidence threshold")
     ap.add_argument("--repeat", type=int, default=3, help="--val-speed runs per mode (median reported)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
@@ -259,7 +267,7 @@ def main(argv=None) -> None:
     elif opt.val_speed:
         print_val_speed(val_speed(opt.weights, opt.data, opt.img, opt.repeat, opt.workers), opt.weights, opt.img)
     elif opt.compare:
-        print(json.dumps(compare_detections(opt.weights, opt.source, opt.img)))
+        print(json.dumps(compare_detections(opt.weights, opt.source, opt.img, opt.conf)))
     else:
         print_compare(compare(opt.cfg, opt.img, opt.runs, opt.warmup, opt.bf16), opt.cfg, opt.img)
 
