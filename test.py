@@ -14,6 +14,8 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
+import torch  # noqa: E402
+
 import val  # noqa: E402
 from engine.cli import run_cli  # noqa: E402
 from engine.val import coco80_to_coco91_class, process_batch, run, save_one_json, save_one_txt  # noqa: E402,F401
@@ -29,8 +31,11 @@ def test(data, weights=None, batch_size=32, imgsz=640, conf_thres=0.001, iou_thr
     """v5.0 ``test.test`` signature, mapped onto :func:`engine.val.run` (``wandb_logger`` is accepted and unused).
 
     Returns ``((mp, mr, map50, map, box, obj, cls), maps, times)`` like :func:`engine.val.run`; its other keyword
-    arguments (``task``, ``device``, ``max_det``, ...) are passed through.
+    arguments (``task``, ``device``, ``max_det``, ...) are passed through. ``half_precision`` keeps its v5.0
+    meaning, fp16 on CUDA only (val's ``half`` would also force bf16 on a CPU).
     """
+    device = next(model.parameters()).device.type if model is not None else str(kwargs.get("device", "")).lower()
+    half_precision = half_precision and torch.cuda.is_available() and device not in ("cpu", "mps")
     kwargs.setdefault("project", PROJECT)
     kwargs.setdefault("plot_prefix", PLOT_PREFIX)
     if opt is not None and "task" not in kwargs:

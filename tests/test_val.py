@@ -22,6 +22,13 @@ ROOT = Path(__file__).resolve().parents[1]
 IOUV = torch.linspace(0.5, 0.95, 10)
 
 
+@pytest.fixture(autouse=True)
+def _no_native_bf16(monkeypatch):
+    """The expectations below are those of a CPU without native bf16 (default fp32), on any test machine."""
+    import utils.precision
+    monkeypatch.setattr(utils.precision, "cpu_bf16_native", lambda: False)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # process_batch
 # --------------------------------------------------------------------------------------------------------------
@@ -252,6 +259,7 @@ def test_test_py_is_val_with_v50_defaults(tmp_path, monkeypatch):
     (_, _, map50, map_, *_), _, _ = t.test(str(data), weights="w.pt", batch_size=4, imgsz=64, workers=0,
                                            project=tmp_path / "runs", device="cpu")
     assert map_ == pytest.approx(1.0)
+    assert FakeBackend.built[-1][1].name == "fp32"  # v5.0 half_precision=True means fp16 on CUDA only
     assert (tmp_path / "runs" / "exp" / "test_batch0_pred.jpg").is_file()
     assert not (tmp_path / "runs" / "exp" / "val_batch0_pred.jpg").exists()
 
@@ -553,11 +561,9 @@ def test_metrics_json_and_calibration_agree_with_independent_numbers(tmp_path, m
 # --------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("flags, name", [({}, "fp32"), ({"half": True}, "bf16 autocast"), ({"fp32": True}, "fp32")])
 def test_val_asks_the_backend_for_the_precision_policy(flags, name, tmp_path, monkeypatch, log_lines):
-    """This CPU has no native bf16: the default is fp32, --half forces (emulated) bf16 autocast."""
+    """Without native bf16 (patched for every test here) the default is fp32; --half forces emulated bf16."""
     import engine.backends
-    import utils.precision
     monkeypatch.setattr(engine.backends, "DetectMultiBackend", FakeBackend)
-    monkeypatch.setattr(utils.precision, "cpu_bf16_native", lambda: False)
     data, _ = make_dataset(tmp_path / "ds", n=1)
     val.run(data, weights="w.pt", imgsz=64, device="cpu", workers=0, plots=False, project=tmp_path / "runs", **flags)
     precision = FakeBackend.built[-1][1]
