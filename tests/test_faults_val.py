@@ -132,3 +132,20 @@ def test_subprocess_exit_codes_and_no_traceback(ds, tmp_path):
                        text=True, timeout=300)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert [s for s in r.stderr.splitlines() if "ERROR" in s] and "missing.pt" in r.stderr
+
+
+@pytest.mark.parametrize("name", ["broken.onnx", "broken.torchscript", "broken.ptl"])
+def test_exported_file_its_runtime_cannot_read(name, ds, tmp_path, log_lines):
+    (tmp_path / name).write_bytes(b"not a model\n" * 10)
+    err = _fails(["--data", str(ds), "--weights", str(tmp_path / name), "--device", "cpu"], log_lines, tmp_path)
+    assert f"--weights '{tmp_path / name}' could not be loaded" in err
+
+
+def test_split_without_images(tmp_path, log_lines):
+    (tmp_path / "empty" / "images" / "val").mkdir(parents=True)
+    data = tmp_path / "empty.yaml"
+    data.write_text(yaml.safe_dump({"path": str(tmp_path / "empty"), "train": "images/val", "val": "images/val",
+                                    "nc": 3, "names": ["a", "b", "c"]}))
+    w = tiny_checkpoint(tmp_path / "tiny.pt")
+    err = _fails(["--data", str(data), "--weights", str(w), "--device", "cpu"], log_lines, tmp_path)
+    assert str(data) in err and "No images found" in err and "\x1b[34m" not in err  # no colour codes of the data layer

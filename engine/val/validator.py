@@ -8,6 +8,7 @@ write the results (plots, ``metrics.json``, optional txt labels and COCO json sc
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple, Union
@@ -25,6 +26,7 @@ from engine.val.stats import DetectionStats
 from engine.val.writers import PredictionWriter
 from utils.boxes import scale_coords, xywh2xyxy
 from utils.calibration import MIN_CONF
+from utils.errors import MissingFileError, UserError
 from utils.checks import check_img_size
 from utils.figures import try_plot
 from utils.files import ROOT, increment_path
@@ -38,6 +40,7 @@ from utils.torch_utils import Profile, select_device
 TASKS = ("train", "val", "test", "speed", "study")
 BACKEND_NAMES = {"pt": "PyTorch", "jit": "TorchScript", "ptl": "TorchScript Lite", "onnx": "ONNX Runtime"}
 Results = Tuple[tuple, Any, tuple]
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colour codes of data-layer messages, kept out of one-line errors
 
 
 @dataclass
@@ -139,6 +142,23 @@ def pick_precision(device: torch.device, half: bool, fp32: bool) -> Precision:
     return inference_precision(device, half=half, fp32=fp32)
 
 
+def load_backend(weights, device: torch.device, dnn: bool, half: bool, precision: Precision):
+    """DetectMultiBackend in eval mode. An exported file its runtime cannot read (truncated, not a model,
+    another format under the suffix) is bad input: one error naming the file instead of the runtime's traceback."""
+    try:
+        return backends.DetectMultiBackend(weights, device=device, dnn=dnn, data=None, fp16=half,
+                                           precision=precision).eval()
+    except UserError:
+        raise
+    except Exception as e:
+        first = next(iter(weights)) if isinstance(weights, (list, tuple)) else weights
+        if backends.weights_kind(first) == "pt":
+            raise  # checkpoints report their own problems (CheckpointError); anything else is a bug
+        reason = (str(e).strip().splitlines() or [""])[0][:200]
+        raise backends.BackendError(f"--weights '{first}' could not be loaded: {type(e).__name__}: {reason}") \
+            from None
+
+
 def _model_nc(model) -> Optional[int]:
     for obj in (model, getattr(model, "model", None)):
         nc = getattr(obj, "nc", None)
@@ -166,8 +186,8 @@ class Validator:
             self.load_model()
         self.set_classes()
         if not self.training:
-            self.make_run_dir()
             self.dataloader = self.make_loader()
+            self.make_run_dir()  # only now: every input was usable
         self.start_stats()
         self.evaluate()
         return self.finish()
@@ -195,9 +215,7 @@ class Validator:
         check_weights(o.weights)
         self.device = pick_device(o.device, o.batch_size)
         self.precision = pick_precision(self.device, o.half, o.fp32)
-        self.model = backends.DetectMultiBackend(o.weights, device=self.device, dnn=o.dnn, data=None, fp16=o.half,
-                                                 precision=self.precision)
-        self.model.eval()
+        self.model = load_backend(o.weights, self.device, o.dnn, o.half, self.precision)
         self.half_input, self.stride = bool(self.model.fp16), int(self.model.stride)
         kind = next((k for k in ("pt", "jit", "ptl", "onnx") if getattr(self.model, k, False)), "pt")
         self.backend = "OpenCV DNN" if getattr(self.model, "dnn", False) else BACKEND_NAMES[kind]
@@ -251,9 +269,12 @@ class Validator:
         o = self.o
         rect = self.model.pt or self.model.fixed_shape is None
         pad = 0.0 if o.task == "speed" or not rect else 0.5
-        return create_dataloader(self.data[self.split], self.imgsz, o.batch_size, self.stride,
-                                 single_cls=o.single_cls, pad=pad, rect=rect, workers=o.workers,
-                                 prefix=colorstr(f"{self.split}: "))[0]
+        try:
+            return create_dataloader(self.data[self.split], self.imgsz, o.batch_size, self.stride,
+                                     single_cls=o.single_cls, pad=pad, rect=rect, workers=o.workers,
+                                     prefix=colorstr(f"{self.split}: "))[0]
+        except FileNotFoundError as e:  # no (usable) images in the split: bad input, not a bug
+            raise MissingFileError(f"--data {o.data}: {ANSI.sub('', str(e))}") from None
 
     def start_stats(self) -> None:
         o = self.o
