@@ -9,7 +9,12 @@ import torch
 import yaml
 
 import train
+from data.label_stats import labels_to_class_weights, labels_to_image_weights
+from engine.train.evolve import EVOLVE_META
+from engine.train.optim import EarlyStopping, build_optimizer, lr_lambda
+from engine.train.options import TrainError, load_hyp
 from train_helpers import make_dataset, run_train, train_args, write_cfg, write_hyp
+from utils.files import increment_path
 from utils.loggers import RESULT_KEYS
 
 
@@ -75,24 +80,24 @@ def test_bad_flag_values_exit_2(cmd, capsys):
 
 def test_hyp_overrides(tmp_path):
     hyp_file = write_hyp(tmp_path / "hyp.yaml", cls_loss="ce")
-    assert train.load_hyp(str(hyp_file), parse(""))["cls_loss"] == "ce"  # yaml value kept
-    assert train.load_hyp(str(hyp_file), parse("--cls-loss bce"))["cls_loss"] == "bce"  # flag overrides
+    assert load_hyp(str(hyp_file), parse(""))["cls_loss"] == "ce"  # yaml value kept
+    assert load_hyp(str(hyp_file), parse("--cls-loss bce"))["cls_loss"] == "bce"  # flag overrides
     raw = yaml.safe_load(hyp_file.read_text())
     raw.pop("cls_loss")
-    assert train.load_hyp(raw, parse(""))["cls_loss"] == "bce"  # missing -> bce
-    assert train.load_hyp(raw, parse("--box-loss siou"))["box_loss"] == "siou"
-    with pytest.raises(train.TrainError, match="cls_loss"):
-        train.load_hyp(dict(raw, cls_loss="softmax"), parse(""))
+    assert load_hyp(raw, parse(""))["cls_loss"] == "bce"  # missing -> bce
+    assert load_hyp(raw, parse("--box-loss siou"))["box_loss"] == "siou"
+    with pytest.raises(TrainError, match="cls_loss"):
+        load_hyp(dict(raw, cls_loss="softmax"), parse(""))
 
 
 def test_lr_schedules_and_groups():
     hyp = {"lrf": 0.2}
-    cos, lin = train.lr_lambda(hyp, 10, False), train.lr_lambda(hyp, 10, True)
+    cos, lin = lr_lambda(hyp, 10, False), lr_lambda(hyp, 10, True)
     assert cos(0) == pytest.approx(1.0) and cos(10) == pytest.approx(0.2) and cos(5) == pytest.approx(0.6)
     assert lin(0) == pytest.approx(1.0) and lin(9) == pytest.approx(0.2)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, bias=False), torch.nn.BatchNorm2d(4),
                                 torch.nn.Conv2d(4, 2, 1))
-    opt = train.build_optimizer(model, "SGD", 0.01, 0.937, 5e-4)
+    opt = build_optimizer(model, "SGD", 0.01, 0.937, 5e-4)
     sizes = [sum(p.numel() for p in g["params"]) for g in opt.param_groups]
     assert sizes == [4, 3 * 4 * 9 + 4 * 2, 4 + 2]  # BN weight | conv weights | biases (BN + conv)
     assert [g["weight_decay"] for g in opt.param_groups] == [0, 5e-4, 0] and opt.param_groups[0]["nesterov"]
@@ -101,16 +106,16 @@ def test_lr_schedules_and_groups():
 def test_class_and_image_weights():
     labels = [np.array([[0, .5, .5, .1, .1], [0, .5, .5, .1, .1]], np.float32),
               np.array([[1, .5, .5, .1, .1]], np.float32), np.zeros((0, 5), np.float32)]
-    w = train.labels_to_class_weights(labels, 3)
+    w = labels_to_class_weights(labels, 3)
     assert w.tolist() == pytest.approx([0.2, 0.4, 0.4])  # 1/2, 1/1, absent counts as 1; normalised
-    iw = train.labels_to_image_weights(labels, 3, w.numpy())
+    iw = labels_to_image_weights(labels, 3, w.numpy())
     assert iw.tolist() == pytest.approx([0.4, 0.4, 0.0])
 
 
 def test_early_stopping():
-    stop = train.EarlyStopping(patience=2)
+    stop = EarlyStopping(patience=2)
     assert [stop(e, f) for e, f in enumerate([0.1, 0.2, 0.1, 0.15])] == [False, False, False, True]
-    never = train.EarlyStopping(patience=0)
+    never = EarlyStopping(patience=0)
     assert not any(never(e, 0.0 if e else 1.0) for e in range(50))
 
 
@@ -157,7 +162,7 @@ def test_one_epoch_writes_run_outputs(tiny, tmp_path):
     assert rec["hyp"]["cls"] == pytest.approx(0.5 * 3 / 80) and rec["hyp"]["obj"] == pytest.approx((64 / 640) ** 2)
 
     # the second run increments exp -> exp2, --exist-ok reuses it
-    assert train.increment_path(tmp_path / "runs" / "exp") == tmp_path / "runs" / "exp2"
+    assert increment_path(tmp_path / "runs" / "exp") == tmp_path / "runs" / "exp2"
 
 
 def run_seeded(tiny, project, name, *extra):
@@ -255,12 +260,12 @@ def test_evolve_writes_results_and_best_hyps(tiny, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     x = np.loadtxt(tmp_path / "evolve.txt", ndmin=2)
     hyp = yaml.safe_load(tiny["hyp"].read_text())
-    keys = [k for k in train.EVOLVE_META if k in hyp and isinstance(hyp[k], (int, float))]
+    keys = [k for k in EVOLVE_META if k in hyp and isinstance(hyp[k], (int, float))]
     assert x.shape == (2, 7 + len(keys))
     assert not np.array_equal(x[0, 7:], x[1, 7:])  # the second generation is a mutation
     for row in x:  # every value within its mutation bounds
         for k, v in zip(keys, row[7:]):
-            lo, hi = train.EVOLVE_META[k][1:]
+            lo, hi = EVOLVE_META[k][1:]
             assert lo - 1e-9 <= v <= hi + 1e-9 or v == pytest.approx(hyp[k], rel=1e-3), k
     best = yaml.safe_load((tmp_path / "runs" / "evolve" / "hyp_evolved.yaml").read_text())
     assert set(best) == set(hyp) | {"cls_loss"}

@@ -106,3 +106,19 @@ def env() -> dict:
 def run_train(args: list, cwd: Path, timeout: int = 240, launcher=None) -> subprocess.CompletedProcess:
     cmd = (launcher or [sys.executable]) + [str(ROOT / "train.py"), *args]
     return subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
+
+
+def train_cli(args: list) -> int:
+    """train.py's command line in this process (exit status); resets torch's determinism switch afterwards."""
+    import torch
+
+    import train
+    try:
+        return train.cli([str(a) for a in args])
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+def epochs_in(csv: Path) -> list:
+    """Epoch numbers of the rows of a results.csv."""
+    return [int(float(ln.split(",")[0])) for ln in Path(csv).read_text().splitlines()[1:] if ln.strip()]
