@@ -132,6 +132,7 @@ def test_one_epoch_writes_run_outputs(tiny, tmp_path):
     r = run_train(args, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "must be multiple of max stride 32, updating to 64" in r.stdout + r.stderr  # 60 rounded up, warned
+    assert "Precision: fp32" in r.stdout + r.stderr  # no native bf16 on this CPU; in the start-up lines
     save = tmp_path / "runs" / "exp"
     expected = ["weights/last.pt", "weights/best.pt", "opt.yaml", "hyp.yaml", "results.csv", "results.png",
                 "labels.jpg", "confusion_matrix.png", "PR_curve.png", "F1_curve.png", "P_curve.png",
@@ -270,3 +271,71 @@ def test_evolve_writes_results_and_best_hyps(tiny, tmp_path):
     best = yaml.safe_load((tmp_path / "runs" / "evolve" / "hyp_evolved.yaml").read_text())
     assert set(best) == set(hyp) | {"cls_loss"}
     assert [best[k] for k in keys] == pytest.approx(x[0, 7:].tolist(), rel=1e-3)  # sorted: best row first
+
+
+# ------------------------------------------------------------------------------------------------ precision
+@pytest.mark.parametrize("flags, device, native, expected", [
+    ("", "cpu", False, ("fp32", False)),  # this machine: no native bf16
+    ("", "cpu", True, ("bf16 autocast", False)),  # AMX / AVX512-BF16 CPUs
+    ("--fp32", "cpu", True, ("fp32", False)),
+    ("--bf16", "cpu", False, ("bf16 autocast", False)),  # forced, emulated
+    ("", "cuda", False, ("fp16 autocast", True)),  # upstream amp: fp16 + GradScaler
+    ("--bf16", "cuda", False, ("bf16 autocast", False)),  # bf16 needs no scaler
+])
+def test_training_precision_selection(flags, device, native, expected, monkeypatch):
+    from engine.train.options import precision_mode
+    from utils import precision
+    monkeypatch.setattr(precision, "cpu_bf16_native", lambda: native)
+    p = precision.training_precision(device, precision_mode(parse(flags)))
+    assert (p.name, p.scaler) == expected
+    assert p.emulated == (flags == "--bf16" and device == "cpu" and not native)
+
+
+def test_forced_bf16_training_steps_lower_the_loss():
+    """The trainer's bf16 path (autocast forward, fp32 loss, no scaler) learns on a tiny fixed batch."""
+    from models.model import Model
+    from train_helpers import TINY_CFG, default_hyp_file
+    from utils.loss import ComputeLoss
+    from utils.precision import training_precision
+    p = training_precision("cpu", "bf16", bf16_native=False)
+    assert p.dtype == torch.bfloat16 and not p.scaler
+    torch.manual_seed(0)
+    model = Model(dict(TINY_CFG), ch=3, nc=3).train()
+    model.hyp = yaml.safe_load(default_hyp_file().read_text())
+    loss_fn = ComputeLoss(model)
+    x = torch.full((2, 3, 64, 64), 114 / 255)
+    for b, (c, x0, y0) in enumerate([(0, 8, 8), (2, 30, 20)]):
+        x[b, :, y0:y0 + 24, x0:x0 + 24] = torch.tensor([0.2, 0.8, 0.2])[:, None, None] if c else 0.9
+    t = torch.tensor([[0, 0, 20 / 64, 20 / 64, 24 / 64, 24 / 64], [1, 2, 42 / 64, 32 / 64, 24 / 64, 24 / 64]])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(12):
+        with p.autocast():
+            pred = model(x.contiguous(memory_format=torch.channels_last) if p.channels_last else x)
+            loss, _ = loss_fn(pred, t)
+        assert pred[0].dtype == torch.bfloat16 and loss.dtype == torch.float32
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
+    assert all(p_.dtype == torch.float32 for p_ in model.parameters())  # weights stay fp32 (checkpoints too)
+
+
+@pytest.mark.parametrize("first, then", [("--bf16", "--fp32"), ("--fp32", "--bf16")])
+def test_resume_across_precisions(first, then, tiny, tmp_path, log_lines, monkeypatch):
+    import signal
+    from train_helpers import epochs_in, stop_after_epoch, train_cli
+    stop_after_epoch(monkeypatch, 0, signal.SIGINT)
+    args = train_args(tiny["data"], tiny["cfg"], tiny["hyp"], tmp_path / "runs", "--noplots", first, epochs=2)
+    assert train_cli(args) == 130
+    monkeypatch.undo()
+    save = tmp_path / "runs" / "exp"
+    name = {"--bf16": "Precision: bf16 autocast", "--fp32": "Precision: fp32"}
+    assert any(name[first] in ln for ln in log_lines.text().splitlines())
+    ck = torch.load(save / "weights" / "last.pt", weights_only=True)
+    assert ck["epoch"] == 0 and all(v.dtype == torch.float32 for v in ck["model"]["state_dict"].values()
+                                    if v.is_floating_point())  # a bf16 run still saves fp32 weights
+    assert train_cli(["--resume", str(save), then]) == 0
+    assert any(name[then] in ln for ln in log_lines.text().splitlines())
+    assert epochs_in(save / "results.csv") == [0, 1]

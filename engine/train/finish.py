@@ -6,6 +6,8 @@ still ends with exit status 0 (the weights were written before any of this ran).
 """
 from __future__ import annotations
 
+import multiprocessing as mp
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
@@ -17,6 +19,24 @@ from utils.plots import plot_results
 
 Results = Tuple[float, ...]
 FINAL_PLOTS = ("results.png", "confusion_matrix.png", "F1_curve.png", "PR_curve.png", "P_curve.png", "R_curve.png")
+
+
+def plot_in_background(what: str, fn: Callable, *args: Any) -> Optional[BaseProcess]:
+    """Draw a figure in a forked process, off the path to the first batch (labels.jpg took ~60% of the set-up
+    time); drawn in line where fork does not exist. The trainer joins it before the final plots."""
+    if "fork" not in mp.get_all_start_methods():
+        try_plot(what, fn, *args)
+        return None
+    process = mp.get_context("fork").Process(target=try_plot, args=(what, fn, *args), daemon=True)
+    process.start()
+    return process
+
+
+def join_background(process: Optional[BaseProcess], timeout: float = 300.0) -> None:
+    if process is not None:
+        process.join(timeout)
+        if process.is_alive():
+            process.terminate()
 
 
 def _saved(weights: Sequence[Path]) -> str:

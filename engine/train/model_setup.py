@@ -100,5 +100,6 @@ def warn_without_names(data_file: str) -> None:
     except (OSError, ValueError):
         return
     if isinstance(raw, dict) and raw.get("names") is None:
-        LOGGER.warning(f"WARNING: {data_file} has no 'names': classes are called class0..class{int(raw.get('nc', 1)) - 1}"
-                       f" in the checkpoint, plots and detections; add a 'names' list to the yaml")
+        last = int(raw.get("nc", 1)) - 1
+        LOGGER.warning(f"WARNING: {data_file} has no 'names': classes are called class0..class{last} in the "
+                       f"checkpoint, plots and detections; add a 'names' list to the yaml")

@@ -34,7 +34,7 @@ from engine.autoanchor import check_anchors
 from engine.checkpoint import attempt_load, model_record, save_checkpoint
 from engine.cli import Interrupted
 from engine.train import validation
-from engine.train.finish import finish_training
+from engine.train.finish import finish_training, join_background, plot_in_background
 from engine.train.model_setup import build_model, check_labels, restore_training_state, warn_without_names
 from engine.train.optim import NBS, EarlyStopping, build_optimizer, freeze_layers, lr_lambda, warmup
 from engine.train.options import TrainError, load_hyp, precision_mode
@@ -118,6 +118,7 @@ class Trainer:
         self.loggers: Optional[Loggers] = None
         self.ema: Optional[ModelEMA] = None
         self.ckpt: Optional[Dict[str, Any]] = None
+        self.label_plot: Optional[Any] = None  # the process drawing labels.jpg
 
     def train(self) -> Results:
         """Set up, run the epochs, finish; returns the final validation results."""
@@ -214,7 +215,8 @@ class Trainer:
             prefix=colorstr("val: "))[0]
         if not opt.resume:
             if self.plots:
-                try_plot("labels.jpg", plot_labels, np.concatenate(self.dataset.labels, 0), self.names, self.save_dir)
+                self.label_plot = plot_in_background("labels.jpg", plot_labels, np.concatenate(self.dataset.labels, 0),
+                                                     self.names, self.save_dir)
             if not opt.noautoanchor:
                 check_anchors(self.dataset, model=self.model, thr=hyp["anchor_t"], imgsz=self.imgsz)
             self.model.half().float()  # pre-reduce anchor precision
@@ -451,6 +453,7 @@ class Trainer:
     def after_train(self) -> Results:
         s = self.state
         results = s.results
+        join_background(self.label_plot)
         if self.main_rank:
             LOGGER.info(f"\n{s.epoch - s.start_epoch + 1} epochs completed in {(time.time() - self.t0) / 3600:.3f}"
                         f" hours.")
