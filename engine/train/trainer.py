@@ -287,8 +287,8 @@ class Trainer:
             s.epoch = epoch
             self.before_epoch()
             self.train_in_iter()
-            stop = self.after_epoch()
-            if self.stop_request.requested(self.distributed):
+            stop = self.after_epoch() or epoch + 1 == s.epochs
+            if self.stop_request.requested(self.distributed) and not stop:  # a finished run just finishes
                 self.interrupt(completed_epoch=epoch, where=f"after epoch {epoch}")
             if stop:
                 break
