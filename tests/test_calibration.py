@@ -295,3 +295,24 @@ def test_plot_writes_png(tmp_path):
     empty.update(torch.zeros(0, 6), torch.zeros(0, 5), torch.zeros(0, 10, dtype=torch.bool))
     png = empty.plot(tmp_path)  # a directory: the standard file name inside it
     assert png == tmp_path / "calibration.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_training_logs_calibration_scalars_to_tensorboard(tmp_path):
+    """The trainer passes each validation's metrics.json to TensorBoard as ECE and wrong-class-rate scalars."""
+    import json
+    from utils.loggers import Loggers
+
+    class Recorder:
+        def __init__(self):
+            self.scalars = []
+
+        def add_scalar(self, tag, value, step):
+            self.scalars.append((tag, value, step))
+
+    logger = Loggers(tmp_path, tensorboard=False)
+    logger.tb = Recorder()
+    logger.log_calibration(tmp_path, 4)  # no metrics.json yet: nothing logged, no error
+    assert logger.tb.scalars == []
+    (tmp_path / "metrics.json").write_text(json.dumps({"calibration": {"ece": 0.125, "wrong_class_rate": None}}))
+    logger.log_calibration(tmp_path, 5)
+    assert logger.tb.scalars == [("calibration/ECE", 0.125, 5)]  # a null rate (no matches) is not logged

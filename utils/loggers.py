@@ -1,8 +1,9 @@
 """Per-epoch training logs: ``results.csv`` (v6.0+ layout) and, when tensorboard is installed, event files."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Sequence
 
 from utils.log import LOGGER, colorstr
 
@@ -54,6 +55,16 @@ class Loggers:
             for k, v in zip(RESULT_KEYS, values):
                 self.tb.add_scalar(k, float(v), epoch)
 
+    def log_calibration(self, val_dir: Path | str, epoch: int) -> None:
+        """TensorBoard scalars ECE and wrong-class rate from the validator's ``metrics.json`` in ``val_dir``."""
+        f = Path(val_dir) / "metrics.json"
+        if not self.tb or not f.exists():
+            return
+        calibration = json.loads(f.read_text()).get("calibration", {})
+        for key, tag in (("ece", "calibration/ECE"), ("wrong_class_rate", "calibration/wrong_class_rate")):
+            if calibration.get(key) is not None:
+                self.tb.add_scalar(tag, float(calibration[key]), epoch)
+
     def log_images(self, files: Iterable[Path], epoch: int) -> None:
         """Add existing image files (e.g. the final plots) to TensorBoard."""
         if not self.tb:
@@ -67,11 +78,3 @@ class Loggers:
     def close(self) -> None:
         if self.tb:
             self.tb.close()
-
-
-def read_results(csv: Path | str) -> Optional[list]:
-    """results.csv rows as lists of floats (header skipped); None when the file does not exist."""
-    csv = Path(csv)
-    if not csv.exists():
-        return None
-    return [[float(x) for x in ln.split(",")] for ln in csv.read_text().splitlines()[1:] if ln.strip()]

@@ -18,7 +18,8 @@ from utils.loggers import Loggers
 from utils.plots import plot_results
 
 Results = Tuple[float, ...]
-FINAL_PLOTS = ("results.png", "confusion_matrix.png", "F1_curve.png", "PR_curve.png", "P_curve.png", "R_curve.png")
+FINAL_PLOTS = ("results.png", "confusion_matrix.png", "calibration.png", "F1_curve.png", "PR_curve.png", "P_curve.png",
+               "R_curve.png")
 
 
 def plot_in_background(what: str, fn: Callable, *args: Any) -> Optional[BaseProcess]:

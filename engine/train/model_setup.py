@@ -11,6 +11,7 @@ import torch.nn as nn
 import yaml
 
 from engine.checkpoint import CheckpointError, checkpoint_state_dict, load_checkpoint
+from data.diagnosis import diagnose_labels
 from engine.train.options import TrainError
 from models.model import Model
 from utils.log import LOGGER
@@ -91,6 +92,12 @@ def check_labels(dataset: Any, nc: int, data: str) -> None:
         if len(lb) and int(lb[:, 0].max()) >= nc:
             raise TrainError(f"{f}: label class {int(lb[:, 0].max())} exceeds nc={nc} in {data} "
                              f"(possible class labels are 0-{nc - 1})")
+
+
+def log_label_diagnosis(dataset: Any, names: Any) -> None:
+    """Print what the training labels say about the class loss (a recommendation only: nothing is switched)."""
+    for line in diagnose_labels(dataset.labels, dataset.label_files, names).lines():
+        LOGGER.info(line)
 
 
 def warn_without_names(data_file: str) -> None:

@@ -35,7 +35,8 @@ from engine.checkpoint import attempt_load, model_record, save_checkpoint
 from engine.cli import Interrupted
 from engine.train import validation
 from engine.train.finish import finish_training, join_background, plot_in_background
-from engine.train.model_setup import build_model, check_labels, restore_training_state, warn_without_names
+from engine.train.model_setup import (build_model, check_labels, log_label_diagnosis, restore_training_state,
+                                      warn_without_names)
 from engine.train.optim import NBS, EarlyStopping, build_optimizer, freeze_layers, lr_lambda, warmup
 from engine.train.options import TrainError, load_hyp, precision_mode
 from engine.train.stop import StopRequest
@@ -263,6 +264,8 @@ class Trainer:
         if self.ema is not None:
             self.ema.ema.set_class_activation(activation, groups)
         self.compute_loss = ComputeLoss(m)
+        if self.main_rank:
+            log_label_diagnosis(self.dataset, self.names)
         if hyp["cls_loss"] == "ce":
             warn_multilabel(self.dataset.labels, self.dataset.label_files, "ce")
         self.nw = max(round(hyp.get("warmup_epochs", 3.0) * self.nb), 100)  # warmup iterations (v7.0 minimum 100)
@@ -393,6 +396,7 @@ class Trainer:
             final = s.epoch + 1 == s.epochs or self.stopper.possible_stop
             if not opt.notest or final:
                 s.results, s.maps = self.validate_epoch(final)
+                self.loggers.log_calibration(self.save_dir, s.epoch)
             self.loggers.log_epoch(s.epoch, list(s.mloss.cpu().numpy()[:3]) + list(s.results) + lr)
             fi = fitness_value(s.results)
             s.best_fitness = max(s.best_fitness, fi)
