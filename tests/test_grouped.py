@@ -2,7 +2,6 @@
 
 The maths (loss values, reductions to ce / bce, probabilities, yaml validation) is tested in test_class_groups.py.
 """
-import json
 from pathlib import Path
 
 import numpy as np

@@ -7,7 +7,7 @@ import argparse
 import glob
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Union
 
 import yaml
 

@@ -29,7 +29,6 @@ from tqdm import tqdm
 from data.config import DatasetError, check_dataset
 from data.datasets import create_dataloader
 from data.label_stats import labels_to_class_weights, labels_to_image_weights
-from engine import checkpoint as checkpoint_module
 from engine.autoanchor import check_anchors
 from engine.checkpoint import attempt_load, model_record, save_checkpoint
 from engine.cli import Interrupted
@@ -54,13 +53,6 @@ from utils.torch_utils import ModelEMA, de_parallel, detect_head, init_seeds, to
 Results = Tuple[float, ...]  # (P, R, mAP@0.5, mAP@0.5:0.95, val box, obj, cls)
 EMA_ATTRS = ["yaml", "nc", "hyp", "gr", "names", "stride", "class_weights"]
 
-
-class SaveError(TrainError):
-    """A checkpoint could not be written (disk full, no permission); the previous file is kept."""
-
-
-# OSError, and the checkpoint module's own save error (a UserError naming the path) once it has one
-SAVE_ERRORS = (OSError,) + tuple(e for e in (getattr(checkpoint_module, "CheckpointSaveError", None),) if e)
 
 
 def fitness_value(results: Results) -> float:
@@ -434,13 +426,9 @@ class Trainer:
 
     @staticmethod
     def write_checkpoint(ckpt: Dict[str, Any], path: Path) -> None:
-        """save_checkpoint; a disk-full / permission error becomes one line naming the path (old file kept)."""
-        try:
-            save_checkpoint(ckpt, path)
-        except SAVE_ERRORS as e:
-            kept = f"the previous {path} is kept" if path.exists() else "nothing was written there"
-            reason = getattr(e, "strerror", None) or str(e)
-            raise SaveError(f"could not save {path}: {reason}; {kept}") from None
+        """save_checkpoint: atomic; a full disk or a permission error is a CheckpointSaveError (a UserError: one
+        line naming the path and the cause, the previous file kept)."""
+        save_checkpoint(ckpt, path)
 
     def interrupt(self, completed_epoch: int, where: str) -> None:
         """Save last.pt at a safe point after a stop signal, say how to resume, raise :class:`Interrupted`."""
