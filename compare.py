@@ -55,7 +55,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="dataloader workers per run (default: threads per run)")
     p.add_argument("--ddp", action="store_true", help="train each run with torchrun over all cores, one at a time")
     add_device(p)
-    p.add_argument("--val-script", type=str, default=None, help=argparse.SUPPRESS)  # tests: a stand-in val.py
+    p.add_argument("--val-script", type=str, default=None, help=argparse.SUPPRESS)  # another evaluation script (tests)
     return p
 
 

@@ -265,19 +265,13 @@ def test_hyp_overrides_become_a_hyp_file(fake_setup, tmp_path):
 # --------------------------------------------------------------------------------------------------------
 # end to end: the real train.py and val.py on a tiny dataset
 # --------------------------------------------------------------------------------------------------------
-def val_script() -> Path:
-    """val.py once it writes metrics.json (the validator's change); until then the stand-in that adds it."""
-    real = ROOT / "val.py"
-    return real if "metrics.json" in real.read_text() else ROOT / "tests" / "compare_val_standin.py"
-
-
 def test_compare_end_to_end_and_rerun_trains_nothing(tmp_path):
     data = make_dataset(tmp_path / "ds", n=8)
     cfg, hyp = write_cfg(tmp_path / "tiny.yaml"), write_hyp(tmp_path / "hyp.yaml")
     cmd = [sys.executable, str(ROOT / "compare.py"), "--data", str(data), "--cfg", str(cfg), "--hyp", str(hyp),
            "--weights", "", "--img", "64", "--batch", "4", "--epochs", "1", "--workers", "0", "--noval",
            "--noplots", "--noautoanchor", "--device", "cpu", "--seeds", "2", "--cls-loss", "bce", "ce",
-           "--project", str(tmp_path / "cmp"), "--val-script", str(val_script())]
+           "--project", str(tmp_path / "cmp")]
     out = subprocess.run(cmd, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=400)
     assert out.returncode == 0, out.stderr[-3000:]
     exp = tmp_path / "cmp" / "exp"
