@@ -83,9 +83,8 @@ def parse_opt(known: bool = False, args: Optional[Sequence[str]] = None) -> argp
     p.add_argument("--box-loss", type=str, choices=BOX_LOSSES, default=None,
                    help="box regression IoU loss; default: hyp box_loss, else ciou")
     p.add_argument("--fp32", action="store_true",
-                   help="exact fp32 training (default: fp16 autocast on CUDA, bf16 autocast on a CPU with native "
-                        "bf16, fp32 elsewhere)")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast training, even where bf16 is emulated")
+                   help="exact fp32 training (default: fp16 autocast + GradScaler on CUDA, fp32 on CPU)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast training (CPU: fast with AMX / AVX512-BF16, emulated and slow elsewhere)")
     return p.parse_known_args(args)[0] if known else p.parse_args(args)
 
 

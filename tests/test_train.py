@@ -277,7 +277,7 @@ def test_evolve_writes_results_and_best_hyps(tiny, tmp_path):
 # ------------------------------------------------------------------------------------------------ precision
 @pytest.mark.parametrize("flags, device, native, expected", [
     ("", "cpu", False, ("fp32", False)),  # this machine: no native bf16
-    ("", "cpu", True, ("bf16 autocast", False)),  # AMX / AVX512-BF16 CPUs
+    ("", "cpu", True, ("fp32", False)),  # AMX / AVX512-BF16 CPUs: opt-in until the accuracy check is measured
     ("--fp32", "cpu", True, ("fp32", False)),
     ("--bf16", "cpu", False, ("bf16 autocast", False)),  # forced, emulated
     ("", "cuda", False, ("fp16 autocast", True)),  # upstream amp: fp16 + GradScaler
@@ -289,6 +289,9 @@ def test_training_precision_selection(flags, device, native, expected, monkeypat
     monkeypatch.setattr(precision, "cpu_bf16_native", lambda: native)
     p = precision.training_precision(device, precision_mode(parse(flags)))
     assert (p.name, p.scaler) == expected
+    monkeypatch.setattr(precision, "TRAIN_BF16_BY_DEFAULT", True)  # the switch for native CPUs, once measured
+    p = precision.training_precision(device, precision_mode(parse(flags)))
+    assert p.name == ("bf16 autocast" if device == "cpu" and native and not flags else expected[0])
     assert p.emulated == (flags == "--bf16" and device == "cpu" and not native)
 
 
