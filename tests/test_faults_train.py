@@ -27,8 +27,8 @@ from engine.train import trainer as trainer_module
 from engine.train import validation
 from engine.train.options import resolve_weights, resume_checkpoint
 from engine.train.run_lock import LOCK_NAME, RunFolderBusy, RunLock, _start_time
-from train_helpers import (ROOT, env, epochs_in, make_dataset, stop_after_epoch, stop_worker, train_args, train_cli,
-                           write_cfg, write_hyp)
+from train_helpers import (ROOT, env, epochs_in, free_port, make_dataset, stop_after_epoch, stop_worker, train_args,
+                           train_cli, write_cfg, write_hyp)
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +186,7 @@ def test_ddp_ranks_stop_together():
     import torch.multiprocessing as mp
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    port = 28000 + os.getpid() % 1000
+    port = free_port()
     procs = [ctx.Process(target=stop_worker, args=(r, port, q)) for r in range(2)]
     for p in procs:
         p.start()

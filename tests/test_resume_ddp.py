@@ -11,7 +11,7 @@ import torch
 import torch.multiprocessing as mp
 import yaml
 
-from train_helpers import ROOT, env, make_dataset, run_train, train_args, write_cfg, write_hyp
+from train_helpers import ROOT, env, free_port, make_dataset, run_train, train_args, write_cfg, write_hyp
 
 
 def epochs_in(csv):
@@ -56,7 +56,7 @@ def test_torchrun_two_cpu_processes(tmp_path):
     cfg, hyp = write_cfg(tmp_path / "tiny.yaml"), write_hyp(tmp_path / "hyp.yaml")
     args = train_args(data, cfg, hyp, tmp_path / "runs", "--noplots", "--sync-bn", epochs=1, batch=4)
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                "--master_port", str(29500 + os.getpid() % 1000)]
+                "--master_port", str(free_port())]
     r = run_train(args, cwd=tmp_path, launcher=launcher)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-4000:]
@@ -98,7 +98,7 @@ def test_cpu_sync_batchnorm_matches_one_big_batch():
     x = torch.randn(4, 3, 5, 5) * 3 + 1
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    port = 29000 + os.getpid() % 1000
+    port = free_port()
     procs = [ctx.Process(target=_sync_bn_worker, args=(r, 2, port, x, q)) for r in range(2)]
     for p in procs:
         p.start()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -135,6 +136,13 @@ def stop_after_epoch(monkeypatch, epoch: int, signum: int) -> None:
             os.kill(os.getpid(), signum)
         return stop
     monkeypatch.setattr(trainer.Trainer, "after_epoch", after_epoch)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (DDP rendezvous of tests that may run in parallel)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def stop_worker(rank: int, port: int, q) -> None:
