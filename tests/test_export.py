@@ -155,7 +155,8 @@ def test_backend_api(wdir, soft_exports, tmp_path):
 
 def test_verification_catches_a_mismatch(wdir, soft_exports):
     """The check that guards every export can fail: a different model does not verify against the file."""
-    import export
+    from engine import export
+    from engine.formats import onnx as onnx_format
     from engine.checkpoint import attempt_load
     other = attempt_load(str(wdir / "sig.pt"), map_location="cpu")  # sigmoid classes vs the softmax file
     for m in other.modules():
@@ -164,7 +165,7 @@ def test_verification_catches_a_mismatch(wdir, soft_exports):
     im = export.sample_images((IMG, IMG), 1)[0]
     meta = export.export_metadata(other, (IMG, IMG), 1, raw=False, dynamic=False, half=False)
     with pytest.raises(export.ExportError, match="does not reproduce the PyTorch model"):
-        export.verify_export(soft_exports[".onnx"], "onnx", export.ExportModel(other), im, meta, "test", "")
+        export.verify_file(onnx_format, soft_exports[".onnx"], export.ExportModel(other), im, meta, "test", "")
 
 
 def test_export_cli_errors(tmp_path, log_lines):
@@ -176,7 +177,7 @@ def test_export_cli_errors(tmp_path, log_lines):
     assert "notes.pt" in err and "not a" in err and "checkpoint" in err
     assert export.cli(["--weights", str(tmp_path / "absent.pt")]) == 1
     assert "weights not found" in log_lines.text()
-    assert export.cli(["--weights", str(bogus), "--include", "tflite"]) == 1
+    assert export.cli(["--weights", str(bogus), "--include", "paddle"]) == 1
     assert "unsupported format" in log_lines.text()
     assert export.cli(["--weights", str(bogus), "--half"]) == 1  # CPU
     assert "needs a CUDA device" in log_lines.text()
@@ -203,7 +204,8 @@ def test_optimize_and_simplify_flags(wdir, tmp_path, log_lines):
                        simplify=True)
     assert len(files) == 2
     err = log_lines.text()
-    if not export._xnnpack_enabled():
+    from engine.formats.torchscript import xnnpack_enabled
+    if not xnnpack_enabled():
         assert "no XNNPACK" in err
     has_simplifier = importlib.util.find_spec("onnxslim") or importlib.util.find_spec("onnxsim")
     assert ("--simplify needs" in err) != bool(has_simplifier)
