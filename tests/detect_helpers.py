@@ -8,14 +8,15 @@ CFG = ROOT / "models" / "yolov5-shufflenetv2.yaml"
 NAMES = ["circle", "square", "triangle"]
 
 
-def make_checkpoint(path: Path, cls_act: str = "sigmoid", seed: int = 0) -> Path:
-    """Tiny ShuffleNetV2 detector (nc=3) in the project format, scaled so it produces a few dozen boxes per image."""
+def make_checkpoint(path: Path, cls_act: str = "sigmoid", seed: int = 0, groups=None) -> Path:
+    """Tiny ShuffleNetV2 detector (nc=3) in the project format, scaled so it produces a few dozen boxes per image
+    (``groups``: the class groups spec of cls_act 'grouped')."""
     from models.model import Model
     from engine.checkpoint import save_checkpoint
     torch.manual_seed(seed)
     model = Model(str(CFG), nc=len(NAMES))
     model.names = list(NAMES)
-    model.set_class_activation(cls_act)
+    model.set_class_activation(cls_act, groups)
     head = model.model[-1]
     with torch.no_grad():  # random-init features barely vary: amplify them into logits with a realistic spread
         for conv in head.m:

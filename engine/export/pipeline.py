@@ -99,7 +99,7 @@ def check_flags(include: Sequence[str], imgsz: Sequence[int], batch_size: int, d
 def check_packages(include: Sequence[str], int8: bool) -> None:
     """MissingPackageError (naming the package and the pip command) before anything is exported."""
     for fmt in include:
-        for module, package in PACKAGES.get(fmt, []) + (INT8_PACKAGES.get(fmt, []) if int8 else []):
+        for module, package in (INT8_PACKAGES.get(fmt, []) if int8 else []) + PACKAGES.get(fmt, []):
             require(module, package, f"export --include {fmt}{' --int8' if int8 else ''}")
 
 
