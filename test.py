@@ -1,4 +1,4 @@
-"""YOLOv5 v5.0 name of the evaluation script: ``python test.py`` runs val.py's code with the v5.0 defaults
+"""YOLOv5 v5.0 name of the evaluation script: ``python test.py`` runs val.py's program with the v5.0 defaults
 (``prog='test.py'``, results in ``runs/test/exp``, batch plots named ``test_batch*``).
 
 Usage:
@@ -14,8 +14,11 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
+import torch  # noqa: E402
+
 import val  # noqa: E402
-from val import coco80_to_coco91_class, process_batch, run, save_one_json, save_one_txt  # noqa: E402,F401
+from engine.cli import run_cli  # noqa: E402
+from engine.val import coco80_to_coco91_class, process_batch, run, save_one_json, save_one_txt  # noqa: E402,F401
 
 PROJECT = ROOT / "runs/test"
 PLOT_PREFIX = "test"
@@ -25,11 +28,14 @@ def test(data, weights=None, batch_size=32, imgsz=640, conf_thres=0.001, iou_thr
          single_cls=False, augment=False, verbose=False, model=None, dataloader=None, save_dir=Path(""),
          save_txt=False, save_hybrid=False, save_conf=False, plots=True, wandb_logger=None, compute_loss=None,
          half_precision=True, is_coco=False, opt=None, **kwargs):
-    """v5.0 ``test.test`` signature, mapped onto :func:`val.run` (``wandb_logger`` is accepted and unused).
+    """v5.0 ``test.test`` signature, mapped onto :func:`engine.val.run` (``wandb_logger`` is accepted and unused).
 
-    Returns ``((mp, mr, map50, map, box, obj, cls), maps, times)`` like :func:`val.run`; keyword arguments of
-    :func:`val.run` (``task``, ``device``, ``max_det``, ...) are passed through.
+    Returns ``((mp, mr, map50, map, box, obj, cls), maps, times)`` like :func:`engine.val.run`; its other keyword
+    arguments (``task``, ``device``, ``max_det``, ...) are passed through. ``half_precision`` keeps its v5.0
+    meaning, fp16 on CUDA only (val's ``half`` would also force bf16 on a CPU).
     """
+    device = next(model.parameters()).device.type if model is not None else str(kwargs.get("device", "")).lower()
+    half_precision = half_precision and torch.cuda.is_available() and device not in ("cpu", "mps")
     kwargs.setdefault("project", PROJECT)
     kwargs.setdefault("plot_prefix", PLOT_PREFIX)
     if opt is not None and "task" not in kwargs:
@@ -46,8 +52,8 @@ def parse_opt(argv: Optional[Sequence[str]] = None):
 
 
 def main(opt) -> None:
-    val.main(opt, plot_prefix=PLOT_PREFIX, prog="test.py")
+    val.main(opt, plot_prefix=PLOT_PREFIX)
 
 
 if __name__ == "__main__":
-    main(parse_opt())
+    sys.exit(run_cli(main, parse_opt()))

@@ -1,17 +1,28 @@
-"""CPU inference latency: the project's fast path vs a straightforward eval forward of the same weights.
+"""CPU inference: latency of each precision / memory-layout path, val's speed task, and fp32-vs-bf16 detections.
 
-    python benchmarks/bench_inference.py                      # yolov5s @640, batch 1
-    python benchmarks/bench_inference.py --runs 20 --bf16     # + a bf16-autocast row (max abs diff vs fp32)
+    python benchmarks/bench_inference.py                      # yolov5s @640 b1: the paths below, medians
+    python benchmarks/bench_inference.py --runs 20 --no-bf16  # fp32 paths only
     python benchmarks/bench_inference.py --all-configs        # fused fast-path latency of every shipped config
+    python benchmarks/bench_inference.py --val-speed --weights W.pt --data D.yaml --img 640 --repeat 3
+                                                              # `val.py --task speed` fp32 vs --half (bf16), medians
+    python benchmarks/bench_inference.py --compare --weights W.pt --source data/images --img 256
+                                                              # detections box by box, fp32 vs bf16
 
-Baseline: ``model.eval()`` unfused, the SPP pools run separately (upstream's computation), ``torch.no_grad()``,
-contiguous NCHW input. Fast path: ``utils.torch_utils.prepare_for_inference`` (BN folded, eval, channels_last
-weights), cascaded SPP pools, ``torch.inference_mode()``, channels_last input. Both use the same weights; the
-two paths are timed alternately (so load changes on a shared machine hit both) and the median is reported.
+Paths (same weights, timed alternately so load changes on a shared machine hit all of them, medians reported,
+each as a speed-up over the plain fp32 path of the same run):
+
+* plain fp32 eager = the upstream v5.0 path: BatchNorm folded (v5.0's attempt_load fuses), ``eval()``,
+  ``torch.no_grad()``, contiguous NCHW input, SPP pools run separately;
+* fast path fp32 = ``utils.torch_utils.prepare_for_inference`` (fused, channels_last weights, in-place
+  activations), cascaded SPP pools, ``torch.inference_mode()``, channels_last input (what detect / val run);
+* fast path + bf16 autocast = the default of detect / val on CPUs with native bf16 (AMX / AVX512-BF16). On a
+  CPU without it (``cpu_bf16_native() == False``) the row is printed as *emulated*: a measure of accuracy, not
+  of the speed a native CPU gets.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import statistics
 import sys
@@ -25,11 +36,18 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from data.loaders import LoadImages  # noqa: E402
+from engine.backends import DetectMultiBackend  # noqa: E402
+from engine.val import run as val_run  # noqa: E402
 from models.blocks.pooling import SPP  # noqa: E402
 from models.model import Model  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
+from utils.metrics import box_iou  # noqa: E402
+from utils.nms import non_max_suppression  # noqa: E402
+from utils.precision import cpu_bf16_native, inference_precision  # noqa: E402
 from utils.torch_utils import count_flops, prepare_for_inference  # noqa: E402
 
 CONFIGS = ["yolov5-shufflenetv2.yaml", "yolov5-mobilenetv3small.yaml", "yolov5-mobilenetv3large.yaml",
@@ -66,18 +84,20 @@ def _time_ms(fn: Callable[[], object]) -> float:
     return (time.perf_counter() - t) * 1000
 
 
-def compare(cfg: str, img: int, runs: int, warmup: int, bf16: bool) -> Dict[str, float]:
+# ---------------------------------------------------------------------------------------------- latency paths
+def inference_paths(cfg: str, img: int, bf16: bool) -> Dict[str, Callable[[], torch.Tensor]]:
+    """name -> a forward pass of one random image, every path on copies of the same weights."""
     torch.manual_seed(0)
     model = Model(cfg).eval()
     _randomize_bn(model)
-    baseline = deepcopy(model).eval()
+    plain = deepcopy(model).fuse().eval()
     fast = prepare_for_inference(deepcopy(model), "cpu")
     x = torch.rand(1, 3, img, img)
     x_cl = x.contiguous(memory_format=torch.channels_last)
 
-    def run_baseline():
+    def run_plain():
         with spp_cascade(False), torch.no_grad():
-            return baseline(x)[0]
+            return plain(x)[0]
 
     def run_fast():
         with torch.inference_mode():
@@ -87,9 +107,15 @@ def compare(cfg: str, img: int, runs: int, warmup: int, bf16: bool) -> Dict[str,
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
             return fast(x_cl)[0]
 
-    paths = {"baseline": run_baseline, "fast": run_fast}
+    paths = {"plain": run_plain, "fast": run_fast}
     if bf16:
-        paths["fast+bf16"] = run_bf16
+        paths["bf16"] = run_bf16
+    return paths
+
+
+def compare(cfg: str, img: int, runs: int, warmup: int, bf16: bool) -> Dict[str, Dict[str, float]]:
+    """Median ms of every path, its speed-up over the plain path and its largest output difference to it."""
+    paths = inference_paths(cfg, img, bf16)
     for fn in paths.values():
         for _ in range(warmup):
             fn()
@@ -97,14 +123,27 @@ def compare(cfg: str, img: int, runs: int, warmup: int, bf16: bool) -> Dict[str,
     for _ in range(runs):  # interleaved so that background load affects every path alike
         for k, fn in paths.items():
             times[k].append(_time_ms(fn))
-
-    ref = run_baseline()
-    out = {"baseline_ms": statistics.median(times["baseline"]), "fast_ms": statistics.median(times["fast"]),
-           "fast_max_abs_diff": (run_fast() - ref).abs().max().item(), "max_abs_output": ref.abs().max().item()}
-    if bf16:
-        out["bf16_ms"] = statistics.median(times["fast+bf16"])
-        out["bf16_max_abs_diff"] = (run_bf16().float() - run_fast()).abs().max().item()
+    ref = paths["plain"]()
+    out = {}
+    for k, fn in paths.items():
+        ms = statistics.median(times[k])
+        out[k] = {"ms": ms, "speedup": statistics.median(times["plain"]) / ms,
+                  "max_abs_diff": (fn().float() - ref).abs().max().item(), "max_abs_output": ref.abs().max().item()}
     return out
+
+
+def print_compare(r: Dict[str, Dict[str, float]], cfg: str, img: int) -> None:
+    native = cpu_bf16_native()
+    labels = {"plain": "plain fp32 eager (upstream v5.0 path: fused, NCHW, no_grad)",
+              "fast": "fast path fp32 (prepare_for_inference: fused, channels_last, inference_mode)",
+              "bf16": "fast path + bf16 autocast" + ("" if native else " (EMULATED: this CPU has no native bf16)")}
+    print(f"| path ({Path(cfg).stem} @{img}, batch 1, CPU) | median ms | speed-up vs plain fp32 | "
+          f"max abs diff vs plain (px / score) |")
+    print("|---|---|---|---|")
+    for k, row in r.items():
+        diff = "-" if k == "plain" else f"{row['max_abs_diff']:.2e}"
+        print(f"| {labels[k]} | {row['ms']:.1f} | {row['speedup']:.2f}x | {diff} |")
+    print(f"(outputs up to {r['plain']['max_abs_output']:.0f} px)")
 
 
 def latency_table(img: int, runs: int, warmup: int) -> None:
@@ -127,34 +166,110 @@ def latency_table(img: int, runs: int, warmup: int) -> None:
         del model, fast
 
 
-def main(argv=None) -> None:
+# ---------------------------------------------------------------------------------------------- val --task speed
+def val_speed(weights: str, data: str, img: int, repeat: int, workers: int) -> Dict[str, List[dict]]:
+    """``val.py --task speed`` (batch 1, conf 0.25, iou 0.45) ``repeat`` times in fp32 and with --half,
+    alternately; -> per mode the speed_ms dicts of every run."""
+    out: Dict[str, List[dict]] = {"fp32": [], "half": []}
+    project = ROOT / "runs" / "bench_val_speed"
+    for _ in range(repeat):
+        for mode in out:
+            val_run(data, weights=weights, batch_size=1, imgsz=img, conf_thres=0.25, iou_thres=0.45, task="speed",
+                    device="cpu", workers=workers, plots=False, project=project, name=mode, exist_ok=True,
+                    half=mode == "half", fp32=mode == "fp32")
+            out[mode].append(json.loads((project / mode / "metrics.json").read_text())["speed_ms"])
+    return out
+
+
+def print_val_speed(r: Dict[str, List[dict]], weights: str, img: int) -> None:
+    base = statistics.median(s["inference"] for s in r["fp32"])
+    print(f"| val.py --task speed, {Path(weights).name} @{img} b1 | pre-process ms | inference ms | NMS ms | "
+          f"inference vs fp32 |")
+    print("|---|---|---|---|---|")
+    for mode, label in (("fp32", "--fp32"), ("half", "--half (bf16 autocast" +
+                                               ("" if cpu_bf16_native() else ", EMULATED") + ")")):
+        med = {k: statistics.median(s[k] for s in r[mode]) for k in ("preprocess", "inference", "nms")}
+        print(f"| {label} | {med['preprocess']:.1f} | {med['inference']:.1f} | {med['nms']:.1f} | "
+              f"{med['inference'] / base:.2f}x time |")
+    print(f"(medians of {len(r['fp32'])} runs each)")
+
+
+# ---------------------------------------------------------------------------------------------- detections
+def _detect(model: DetectMultiBackend, im: np.ndarray, conf: float) -> torch.Tensor:
+    x = torch.from_numpy(im).float()[None] / 255.0
+    with torch.inference_mode():
+        return non_max_suppression(model(x), conf, 0.45, max_det=1000)[0]  # detect.py's IoU and max-det
+
+
+def compare_detections(weights: str, source: str, img: int, conf: float = 0.25, iou_min: float = 0.99
+                       ) -> Dict[str, float]:
+    """fp32 vs (forced) bf16 detections of every image (NMS at ``conf``, detect.py's 0.25 by default): pairs
+    matched greedily by IoU ignoring class; a pair agrees when IoU >= ``iou_min`` and the classes are equal."""
+    fp32 = DetectMultiBackend(weights, device="cpu", precision=inference_precision("cpu", fp32=True))
+    bf16 = DetectMultiBackend(weights, device="cpu", precision=inference_precision("cpu", half=True))
+    n = {"images": 0, "fp32": 0, "bf16": 0, "matched": 0, "iou_ok": 0, "same_class": 0, "agree": 0, "iou>=0.95": 0,
+         "iou>=0.9": 0}
+    worst_iou, conf_diff = 1.0, 0.0
+    for _, im, _, _ in LoadImages(source, img_size=img, stride=fp32.stride):
+        a, b = _detect(fp32, im, conf), _detect(bf16, im, conf)
+        n["images"] += 1
+        n["fp32"] += len(a)
+        n["bf16"] += len(b)
+        if not len(a) or not len(b):
+            continue
+        iou = box_iou(a[:, :4], b[:, :4])
+        while iou.numel() and iou.max() > 0.5:  # greedy one-to-one by IoU
+            i, j = divmod(int(iou.argmax()), iou.shape[1])
+            close, same = bool(iou[i, j] >= iou_min), bool(a[i, 5] == b[j, 5])
+            n["matched"] += 1
+            n["iou_ok"] += close
+            n["same_class"] += same
+            n["agree"] += close and same
+            n["iou>=0.95"] += bool(iou[i, j] >= 0.95)
+            n["iou>=0.9"] += bool(iou[i, j] >= 0.9)
+            worst_iou = min(worst_iou, float(iou[i, j]))
+            conf_diff = max(conf_diff, float((a[i, 4] - b[j, 4]).abs()))
+            iou[i, :], iou[:, j] = -1, -1
+    return {**n, "min_iou": worst_iou, "max_conf_diff": conf_diff}
+
+
+# ---------------------------------------------------------------------------------------------- main
+def parse_opt(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cfg", default="yolov5s.yaml")
     ap.add_argument("--img", type=int, default=640)
     ap.add_argument("--runs", type=int, default=10, help="timed runs per path (median reported)")
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--bf16", action="store_true", help="also time the fast path under bf16 autocast")
+    ap.add_argument("--no-bf16", dest="bf16", action="store_false", help="skip the bf16-autocast row")
+    ap.add_argument("--bf16", dest="bf16", action="store_true", help="(default) time the bf16-autocast row too")
     ap.add_argument("--all-configs", action="store_true", help="latency table of every shipped config")
+    ap.add_argument("--val-speed", action="store_true", help="val.py --task speed, fp32 vs --half")
+    ap.add_argument("--compare", action="store_true", help="fp32 vs bf16 detections on --source")
+    ap.add_argument("--weights", default="yolov5s.pt", help="weights for --val-speed / --compare")
+    ap.add_argument("--data", default="data/coco128.yaml", help="dataset yaml for --val-speed")
+    ap.add_argument("--source", default="data/images", help="images for --compare")
+    ap.add_argument("--conf", type=float, default=0.25, help="--compare NMS confidence threshold")
+    ap.add_argument("--repeat", type=int, default=3, help="--val-speed runs per mode (median reported)")
+    ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
-    opt = ap.parse_args(argv)
-    LOGGER.setLevel(logging.WARNING)  # keep the build tables out of the report
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    opt = parse_opt(argv)
     if opt.threads:
         torch.set_num_threads(opt.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
-          f"{torch.backends.cpu.get_cpu_capability()}")
+          f"{torch.backends.cpu.get_cpu_capability()}, native bf16: {cpu_bf16_native()}")
+    LOGGER.setLevel(logging.WARNING)  # keep the build tables and val's own report out of the output
     if opt.all_configs:
         latency_table(opt.img, opt.runs, opt.warmup)
-        return
-    r = compare(opt.cfg, opt.img, opt.runs, opt.warmup, opt.bf16)
-    name = Path(opt.cfg).stem
-    print(f"| path ({name} @{opt.img}, batch 1, CPU) | median ms | max abs diff vs baseline |")
-    print("|---|---|---|")
-    print(f"| baseline: eval, unfused, no_grad, NCHW | {r['baseline_ms']:.1f} | - |")
-    print(f"| fast: fused, channels_last, inference_mode | {r['fast_ms']:.1f} | {r['fast_max_abs_diff']:.2e} |")
-    if "bf16_ms" in r:
-        print(f"| fast + bf16 autocast | {r['bf16_ms']:.1f} | {r['bf16_max_abs_diff']:.2e} (vs fast fp32) |")
-    print(f"speed-up fast / baseline: {r['baseline_ms'] / r['fast_ms']:.2f}x "
-          f"(outputs up to {r['max_abs_output']:.0f} px)")
+    elif opt.val_speed:
+        print_val_speed(val_speed(opt.weights, opt.data, opt.img, opt.repeat, opt.workers), opt.weights, opt.img)
+    elif opt.compare:
+        print(json.dumps(compare_detections(opt.weights, opt.source, opt.img, opt.conf)))
+    else:
+        print_compare(compare(opt.cfg, opt.img, opt.runs, opt.warmup, opt.bf16), opt.cfg, opt.img)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import glob
 import logging
 import os
 import random
+import signal
 from contextlib import nullcontext
 from multiprocessing.pool import ThreadPool
 from pathlib import Path
@@ -333,6 +334,10 @@ class InfiniteDataLoader(DataLoader):
 def seed_worker(worker_id: int) -> None:
     """Seed ``random`` / ``np.random`` of a worker from its torch seed (derived from the loader generator)."""
     cv2.setNumThreads(0)  # one OpenCV thread per worker: the workers already use the cores
+    # Ctrl-C / SIGTERM reach the whole process group: the trainer stops at a safe point and ends the workers
+    # itself; a worker dying of the signal first would make the main process fail mid-batch instead.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     worker_seed = torch.initial_seed() % 2 ** 32
     np.random.seed(worker_seed)
     random.seed(worker_seed)

@@ -1,7 +1,8 @@
 """What every command-line script shares: the exit-code contract and the flags common to several scripts.
 
 Exit codes: 0 success; 1 bad input (a :class:`utils.errors.UserError`, printed as one ``ERROR:`` line, no
-traceback); 2 argparse usage errors; 130 interrupted (Ctrl-C). Any other exception is a bug and keeps its traceback.
+traceback); 2 argparse usage errors; 130 interrupted (Ctrl-C), 143 stopped by SIGTERM
+(128 + the signal, :class:`Interrupted`). Any other exception is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -16,6 +17,14 @@ from utils.log import LOGGER, colorstr
 class FlagError(UserError, ValueError):
     """A command-line flag with a value it cannot take; the message names the flag."""
 
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by a signal at a safe point (what was saved is already reported); exit 128 + signal."""
+
+    def __init__(self, signum: int, message: str = ""):
+        super().__init__(message)
+        self.signum = signum
+
 EXIT_OK, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 130
 
 
@@ -26,6 +35,9 @@ def run_cli(main: Callable[[argparse.Namespace], Any], opt: argparse.Namespace) 
     except UserError as e:
         LOGGER.error(f"{colorstr('red', 'bold', 'ERROR:')} {e}")
         return EXIT_USER_ERROR
+    except Interrupted as e:
+        LOGGER.error(f"{colorstr('red', 'bold', 'Interrupted')}{f': {e}' if str(e) else ''}")
+        return 128 + e.signum
     except KeyboardInterrupt:
         LOGGER.error(f"\n{colorstr('red', 'bold', 'Interrupted')} (Ctrl-C)")
         return EXIT_INTERRUPTED

@@ -9,7 +9,12 @@ import torch
 import yaml
 
 import train
+from data.label_stats import labels_to_class_weights, labels_to_image_weights
+from engine.train.evolve import EVOLVE_META
+from engine.train.optim import EarlyStopping, build_optimizer, lr_lambda
+from engine.train.options import TrainError, load_hyp
 from train_helpers import make_dataset, run_train, train_args, write_cfg, write_hyp
+from utils.files import increment_path
 from utils.loggers import RESULT_KEYS
 
 
@@ -75,24 +80,24 @@ def test_bad_flag_values_exit_2(cmd, capsys):
 
 def test_hyp_overrides(tmp_path):
     hyp_file = write_hyp(tmp_path / "hyp.yaml", cls_loss="ce")
-    assert train.load_hyp(str(hyp_file), parse(""))["cls_loss"] == "ce"  # yaml value kept
-    assert train.load_hyp(str(hyp_file), parse("--cls-loss bce"))["cls_loss"] == "bce"  # flag overrides
+    assert load_hyp(str(hyp_file), parse(""))["cls_loss"] == "ce"  # yaml value kept
+    assert load_hyp(str(hyp_file), parse("--cls-loss bce"))["cls_loss"] == "bce"  # flag overrides
     raw = yaml.safe_load(hyp_file.read_text())
     raw.pop("cls_loss")
-    assert train.load_hyp(raw, parse(""))["cls_loss"] == "bce"  # missing -> bce
-    assert train.load_hyp(raw, parse("--box-loss siou"))["box_loss"] == "siou"
-    with pytest.raises(train.TrainError, match="cls_loss"):
-        train.load_hyp(dict(raw, cls_loss="softmax"), parse(""))
+    assert load_hyp(raw, parse(""))["cls_loss"] == "bce"  # missing -> bce
+    assert load_hyp(raw, parse("--box-loss siou"))["box_loss"] == "siou"
+    with pytest.raises(TrainError, match="cls_loss"):
+        load_hyp(dict(raw, cls_loss="softmax"), parse(""))
 
 
 def test_lr_schedules_and_groups():
     hyp = {"lrf": 0.2}
-    cos, lin = train.lr_lambda(hyp, 10, False), train.lr_lambda(hyp, 10, True)
+    cos, lin = lr_lambda(hyp, 10, False), lr_lambda(hyp, 10, True)
     assert cos(0) == pytest.approx(1.0) and cos(10) == pytest.approx(0.2) and cos(5) == pytest.approx(0.6)
     assert lin(0) == pytest.approx(1.0) and lin(9) == pytest.approx(0.2)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, bias=False), torch.nn.BatchNorm2d(4),
                                 torch.nn.Conv2d(4, 2, 1))
-    opt = train.build_optimizer(model, "SGD", 0.01, 0.937, 5e-4)
+    opt = build_optimizer(model, "SGD", 0.01, 0.937, 5e-4)
     sizes = [sum(p.numel() for p in g["params"]) for g in opt.param_groups]
     assert sizes == [4, 3 * 4 * 9 + 4 * 2, 4 + 2]  # BN weight | conv weights | biases (BN + conv)
     assert [g["weight_decay"] for g in opt.param_groups] == [0, 5e-4, 0] and opt.param_groups[0]["nesterov"]
@@ -101,16 +106,16 @@ def test_lr_schedules_and_groups():
 def test_class_and_image_weights():
     labels = [np.array([[0, .5, .5, .1, .1], [0, .5, .5, .1, .1]], np.float32),
               np.array([[1, .5, .5, .1, .1]], np.float32), np.zeros((0, 5), np.float32)]
-    w = train.labels_to_class_weights(labels, 3)
+    w = labels_to_class_weights(labels, 3)
     assert w.tolist() == pytest.approx([0.2, 0.4, 0.4])  # 1/2, 1/1, absent counts as 1; normalised
-    iw = train.labels_to_image_weights(labels, 3, w.numpy())
+    iw = labels_to_image_weights(labels, 3, w.numpy())
     assert iw.tolist() == pytest.approx([0.4, 0.4, 0.0])
 
 
 def test_early_stopping():
-    stop = train.EarlyStopping(patience=2)
+    stop = EarlyStopping(patience=2)
     assert [stop(e, f) for e, f in enumerate([0.1, 0.2, 0.1, 0.15])] == [False, False, False, True]
-    never = train.EarlyStopping(patience=0)
+    never = EarlyStopping(patience=0)
     assert not any(never(e, 0.0 if e else 1.0) for e in range(50))
 
 
@@ -127,6 +132,7 @@ def test_one_epoch_writes_run_outputs(tiny, tmp_path):
     r = run_train(args, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "must be multiple of max stride 32, updating to 64" in r.stdout + r.stderr  # 60 rounded up, warned
+    assert "Precision: fp32" in r.stdout + r.stderr  # no native bf16 on this CPU; in the start-up lines
     save = tmp_path / "runs" / "exp"
     expected = ["weights/last.pt", "weights/best.pt", "opt.yaml", "hyp.yaml", "results.csv", "results.png",
                 "labels.jpg", "confusion_matrix.png", "PR_curve.png", "F1_curve.png", "P_curve.png",
@@ -157,7 +163,7 @@ def test_one_epoch_writes_run_outputs(tiny, tmp_path):
     assert rec["hyp"]["cls"] == pytest.approx(0.5 * 3 / 80) and rec["hyp"]["obj"] == pytest.approx((64 / 640) ** 2)
 
     # the second run increments exp -> exp2, --exist-ok reuses it
-    assert train.increment_path(tmp_path / "runs" / "exp") == tmp_path / "runs" / "exp2"
+    assert increment_path(tmp_path / "runs" / "exp") == tmp_path / "runs" / "exp2"
 
 
 def run_seeded(tiny, project, name, *extra):
@@ -255,13 +261,81 @@ def test_evolve_writes_results_and_best_hyps(tiny, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     x = np.loadtxt(tmp_path / "evolve.txt", ndmin=2)
     hyp = yaml.safe_load(tiny["hyp"].read_text())
-    keys = [k for k in train.EVOLVE_META if k in hyp and isinstance(hyp[k], (int, float))]
+    keys = [k for k in EVOLVE_META if k in hyp and isinstance(hyp[k], (int, float))]
     assert x.shape == (2, 7 + len(keys))
     assert not np.array_equal(x[0, 7:], x[1, 7:])  # the second generation is a mutation
     for row in x:  # every value within its mutation bounds
         for k, v in zip(keys, row[7:]):
-            lo, hi = train.EVOLVE_META[k][1:]
+            lo, hi = EVOLVE_META[k][1:]
             assert lo - 1e-9 <= v <= hi + 1e-9 or v == pytest.approx(hyp[k], rel=1e-3), k
     best = yaml.safe_load((tmp_path / "runs" / "evolve" / "hyp_evolved.yaml").read_text())
     assert set(best) == set(hyp) | {"cls_loss"}
     assert [best[k] for k in keys] == pytest.approx(x[0, 7:].tolist(), rel=1e-3)  # sorted: best row first
+
+
+# ------------------------------------------------------------------------------------------------ precision
+@pytest.mark.parametrize("flags, device, native, expected", [
+    ("", "cpu", False, ("fp32", False)),  # this machine: no native bf16
+    ("", "cpu", True, ("bf16 autocast", False)),  # AMX / AVX512-BF16 CPUs
+    ("--fp32", "cpu", True, ("fp32", False)),
+    ("--bf16", "cpu", False, ("bf16 autocast", False)),  # forced, emulated
+    ("", "cuda", False, ("fp16 autocast", True)),  # upstream amp: fp16 + GradScaler
+    ("--bf16", "cuda", False, ("bf16 autocast", False)),  # bf16 needs no scaler
+])
+def test_training_precision_selection(flags, device, native, expected, monkeypatch):
+    from engine.train.options import precision_mode
+    from utils import precision
+    monkeypatch.setattr(precision, "cpu_bf16_native", lambda: native)
+    p = precision.training_precision(device, precision_mode(parse(flags)))
+    assert (p.name, p.scaler) == expected
+    assert p.emulated == (flags == "--bf16" and device == "cpu" and not native)
+
+
+def test_forced_bf16_training_steps_lower_the_loss():
+    """The trainer's bf16 path (autocast forward, fp32 loss, no scaler) learns on a tiny fixed batch."""
+    from models.model import Model
+    from train_helpers import TINY_CFG, default_hyp_file
+    from utils.loss import ComputeLoss
+    from utils.precision import training_precision
+    p = training_precision("cpu", "bf16", bf16_native=False)
+    assert p.dtype == torch.bfloat16 and not p.scaler
+    torch.manual_seed(0)
+    model = Model(dict(TINY_CFG), ch=3, nc=3).train()
+    model.hyp = yaml.safe_load(default_hyp_file().read_text())
+    loss_fn = ComputeLoss(model)
+    x = torch.full((2, 3, 64, 64), 114 / 255)
+    for b, (c, x0, y0) in enumerate([(0, 8, 8), (2, 30, 20)]):
+        x[b, :, y0:y0 + 24, x0:x0 + 24] = torch.tensor([0.2, 0.8, 0.2])[:, None, None] if c else 0.9
+    t = torch.tensor([[0, 0, 20 / 64, 20 / 64, 24 / 64, 24 / 64], [1, 2, 42 / 64, 32 / 64, 24 / 64, 24 / 64]])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(12):
+        with p.autocast():
+            pred = model(x.contiguous(memory_format=torch.channels_last) if p.channels_last else x)
+            loss, _ = loss_fn(pred, t)
+        assert pred[0].dtype == torch.bfloat16 and loss.dtype == torch.float32
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
+    assert all(p_.dtype == torch.float32 for p_ in model.parameters())  # weights stay fp32 (checkpoints too)
+
+
+@pytest.mark.parametrize("first, then", [("--bf16", "--fp32"), ("--fp32", "--bf16")])
+def test_resume_across_precisions(first, then, tiny, tmp_path, log_lines, monkeypatch):
+    import signal
+    from train_helpers import epochs_in, stop_after_epoch, train_cli
+    stop_after_epoch(monkeypatch, 0, signal.SIGINT)
+    args = train_args(tiny["data"], tiny["cfg"], tiny["hyp"], tmp_path / "runs", "--noplots", first, epochs=2)
+    assert train_cli(args) == 130
+    monkeypatch.undo()
+    save = tmp_path / "runs" / "exp"
+    name = {"--bf16": "Precision: bf16 autocast", "--fp32": "Precision: fp32"}
+    assert any(name[first] in ln for ln in log_lines.text().splitlines())
+    ck = torch.load(save / "weights" / "last.pt", weights_only=True)
+    assert ck["epoch"] == 0 and all(v.dtype == torch.float32 for v in ck["model"]["state_dict"].values()
+                                    if v.is_floating_point())  # a bf16 run still saves fp32 weights
+    assert train_cli(["--resume", str(save), then]) == 0
+    assert any(name[then] in ln for ln in log_lines.text().splitlines())
+    assert epochs_in(save / "results.csv") == [0, 1]

@@ -1,6 +1,5 @@
 """val.py / test.py: matching, mAP against pycocotools, end-to-end runs on generated data, command line."""
 import contextlib
-import importlib.util
 import io
 import json
 import subprocess
@@ -11,10 +10,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 import yaml
 
 import val
+from val_helpers import NAMES, TINY, FakeBackend, LabelReader, import_test_py, make_dataset, tiny_checkpoint
 from utils.boxes import xyxy2xywh
 from utils.metrics import ap_per_class
 from utils.nms import non_max_suppression
@@ -23,12 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 IOUV = torch.linspace(0.5, 0.95, 10)
 
 
-def _import_test_py():
-    """The repo's test.py (imported by path: a plain ``import test`` could find the stdlib ``test`` package)."""
-    spec = importlib.util.spec_from_file_location("yolov5_test_py", ROOT / "test.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+@pytest.fixture(autouse=True)
+def _no_native_bf16(monkeypatch):
+    """The expectations below are those of a CPU without native bf16 (default fp32), on any test machine."""
+    import utils.precision
+    monkeypatch.setattr(utils.precision, "cpu_bf16_native", lambda: False)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -183,83 +181,6 @@ def test_coco80_to_coco91_map():
 # --------------------------------------------------------------------------------------------------------------
 # end to end on a generated dataset with a model that "sees" the labels
 # --------------------------------------------------------------------------------------------------------------
-NAMES = ["square", "wide", "tall"]
-BG = 0  # background grey level; letterbox padding is 114
-
-
-def _code(obj: int, cls: int) -> int:
-    """Grey level that encodes (object index, class); never 0 or 114."""
-    return 30 + 8 * obj + cls
-
-
-def _make_dataset(root: Path, n: int = 6) -> tuple:
-    """64 px images (some 64x48) with up to 4 non-overlapping filled rectangles, each a unique grey level."""
-    rng = np.random.default_rng(0)
-    img_dir, lb_dir = root / "images" / "val", root / "labels" / "val"
-    img_dir.mkdir(parents=True)
-    lb_dir.mkdir(parents=True)
-    gt = {}
-    for i in range(n):
-        h, w = (48, 64) if i % 3 == 2 else (64, 64)
-        im = np.full((h, w, 3), BG, np.uint8)
-        rows = []
-        for q, (qx, qy) in enumerate(((0, 0), (32, 0), (0, h // 2), (32, h // 2))):
-            if i < n - 1 and rng.random() < 0.25:
-                continue  # keep some quadrants empty; the last image stays fully populated
-            cls = int(rng.integers(0, 3))
-            bw, bh = (int(v) for v in rng.integers(5, 20, 2))
-            x1, y1 = qx + int(rng.integers(1, 31 - bw)), qy + int(rng.integers(1, h // 2 - 1 - bh))
-            im[y1:y1 + bh, x1:x1 + bw] = _code(q, cls)
-            rows.append([cls, (x1 + bw / 2) / w, (y1 + bh / 2) / h, bw / w, bh / h])
-        cv2.imwrite(str(img_dir / f"{1000 + i}.png"), im)  # PNG: exact grey levels
-        (lb_dir / f"{1000 + i}.txt").write_text("".join("%d %.8f %.8f %.8f %.8f\n" % tuple(r) for r in rows))
-        gt[f"{1000 + i}"] = np.array(rows).reshape(-1, 5)
-    data = root / "data.yaml"
-    data.write_text(yaml.safe_dump({"path": str(root), "train": "images/val", "val": "images/val", "nc": 3,
-                                    "names": NAMES}))
-    return data, gt
-
-
-class LabelReader(nn.Module):
-    """Stands in for a trained detector: decodes the grey-level code of every rectangle into a prediction row
-    [x, y, w, h (input pixels), obj, class probabilities] and returns the eval-mode pair (decoded, raw)."""
-
-    def __init__(self, nc: int = 3):
-        super().__init__()
-        self.nc, self.names = nc, list(NAMES)
-        self.stride = torch.tensor([8.0, 16.0, 32.0])
-        self.w = nn.Parameter(torch.zeros(1))  # gives the module a device and dtype
-        self.calls = 0
-
-    def forward(self, x, augment=False):
-        self.calls += 1
-        levels = (x[:, 0] * 255).round().long()
-        out = torch.zeros((x.shape[0], 4, 5 + self.nc))
-        for b in range(x.shape[0]):
-            for q in range(4):
-                for cls in range(len(NAMES)):  # the grey-level code only covers the dataset's 3 classes
-                    ys, xs = torch.nonzero(levels[b] == _code(q, cls), as_tuple=True)
-                    if len(xs):
-                        x1, y1, x2, y2 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
-                        out[b, q, :4] = torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1]).float()
-                        out[b, q, 4] = 0.9 - 0.1 * q  # varied confidences
-                        out[b, q, 5 + cls] = 1.0
-        return out, [torch.zeros(1)]
-
-
-class FakeBackend(LabelReader):
-    """What DetectMultiBackend gives val.run for .pt weights."""
-
-    pt, fp16, fixed_shape, batch_size, nc = True, False, None, None, 3
-
-    def __init__(self, weights, device=None, dnn=False, data=None, fp16=False, fuse=True):
-        super().__init__()
-        self.stride = 32  # DetectMultiBackend exposes the max stride as an int
-
-    def warmup(self, imgsz=(1, 3, 640, 640)):
-        pass
-
-
 def _read_txt(f: Path) -> np.ndarray:
     return np.array([[float(v) for v in line.split()] for line in f.read_text().splitlines()]).reshape(-1, 5)
 
@@ -267,7 +188,7 @@ def _read_txt(f: Path) -> np.ndarray:
 def test_val_run_standalone_perfect_model(tmp_path, monkeypatch):
     import engine.backends
     monkeypatch.setattr(engine.backends, "DetectMultiBackend", FakeBackend)
-    data, gt = _make_dataset(tmp_path / "ds")
+    data, gt = make_dataset(tmp_path / "ds")
     (mp, mr, map50, map_, *losses), maps, times = val.run(
         data, weights="perfect.pt", batch_size=4, imgsz=64, device="cpu", workers=0, save_txt=True,
         save_json=True, project=tmp_path / "runs", name="exp")
@@ -303,7 +224,7 @@ def test_val_run_standalone_perfect_model(tmp_path, monkeypatch):
 
 def test_val_run_training_api_uses_given_model_and_loss(tmp_path):
     from data.datasets import create_dataloader
-    data, _ = _make_dataset(tmp_path / "ds")
+    data, _ = make_dataset(tmp_path / "ds")
     loader = create_dataloader(str(tmp_path / "ds" / "images" / "val"), 64, 4, 32, pad=0.5, rect=True,
                                workers=0)[0]
     model = LabelReader()
@@ -319,28 +240,36 @@ def test_val_run_training_api_uses_given_model_and_loss(tmp_path):
     assert results[:4] == pytest.approx((1.0, 1.0, 1.0, 1.0))
     assert list(results[4:]) == pytest.approx([1.0, 2.0, 3.0])  # losses averaged over the 2 batches
     assert calls == [1, 1] and model.calls == 2
-    assert not (tmp_path / "out").exists()  # plots=False, no txt/json: nothing written
+    # plots=False, no txt/json: only metrics.json, which training leaves in its save_dir every epoch
+    assert [f.name for f in (tmp_path / "out").iterdir()] == ["metrics.json"]
+    record = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert record["weights"] is None and record["metrics"]["mAP50-95"] == pytest.approx(1.0)
+    assert record["precision"] == "fp32" and record["seen"] == 6
+    val.run(data_dict, batch_size=4, imgsz=64, model=model, dataloader=loader, plots=False)
+    assert not (ROOT / "metrics.json").exists()  # no save_dir given: nothing written
 
 
 def test_test_py_is_val_with_v50_defaults(tmp_path, monkeypatch):
     import engine.backends
     monkeypatch.setattr(engine.backends, "DetectMultiBackend", FakeBackend)
-    t = _import_test_py()
+    t = import_test_py()
     opt = t.parse_opt(["--img", "64", "--batch", "4", "--weights", "w.pt", "--device", "cpu"])
     assert opt.imgsz == 64 and opt.batch_size == 4 and Path(opt.project) == ROOT / "runs" / "test"
-    data, _ = _make_dataset(tmp_path / "ds")
+    data, _ = make_dataset(tmp_path / "ds")
     (_, _, map50, map_, *_), _, _ = t.test(str(data), weights="w.pt", batch_size=4, imgsz=64, workers=0,
                                            project=tmp_path / "runs", device="cpu")
     assert map_ == pytest.approx(1.0)
+    assert FakeBackend.built[-1][1].name == "fp32"  # v5.0 half_precision=True means fp16 on CUDA only
     assert (tmp_path / "runs" / "exp" / "test_batch0_pred.jpg").is_file()
     assert not (tmp_path / "runs" / "exp" / "val_batch0_pred.jpg").exists()
 
 
 def test_study_writes_txt_zip_and_plot(tmp_path, monkeypatch):
     import engine.backends
+    import engine.val.tasks
     monkeypatch.setattr(engine.backends, "DetectMultiBackend", FakeBackend)
-    monkeypatch.setattr(val, "STUDY_SIZES", [32, 64])
-    data, _ = _make_dataset(tmp_path / "ds")
+    monkeypatch.setattr(engine.val.tasks, "STUDY_SIZES", [32, 64])
+    data, _ = make_dataset(tmp_path / "ds")
     monkeypatch.chdir(tmp_path)
     val.main(val.parse_opt(["--task", "study", "--data", str(data), "--weights", "w.pt", "--batch", "4",
                             "--workers", "0", "--project", str(tmp_path / "runs"), "--device", "cpu"]))
@@ -351,7 +280,7 @@ def test_study_writes_txt_zip_and_plot(tmp_path, monkeypatch):
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["exp"]  # one run dir for the whole study
 
     seen = []
-    monkeypatch.setattr(val, "run", lambda **kw: seen.append(kw) or ((0.0,) * 7, np.zeros(3), (0.0,) * 3))
+    monkeypatch.setattr(engine.val.tasks, "run", lambda **kw: seen.append(kw) or ((0.0,) * 7, np.zeros(3), (0.0,) * 3))
     val.main(val.parse_opt(["--task", "speed", "--data", str(data), "--weights", "a.pt", "b.pt"]))
     assert [(k["weights"], k["conf_thres"], k["iou_thres"], k["save_json"], k["plots"]) for k in seen] == \
         [("a.pt", 0.25, 0.45, False, False), ("b.pt", 0.25, 0.45, False, False)]  # v5.0 speed benchmark
@@ -377,48 +306,12 @@ def test_cli_flags_and_upstream_abbreviations(argv, expect):
     assert Path(opt.project) == ROOT / "runs" / "val"
 
 
-@pytest.mark.parametrize("argv, msg", [
-    ("--task bogus", "invalid choice"),
-    ("--conf-thres 1.5", "--conf-thres 1.5 must be between 0 and 1"),
-    ("--batch-size 0", "--batch-size 0 must be >= 1"),
-])
-def test_cli_rejects_bad_flags(argv, msg, capsys):
-    with pytest.raises(SystemExit) as e:
-        val.parse_opt(argv.split())
-    assert e.value.code == 2 and msg in capsys.readouterr().err
-
-
-def _one_error(capsys, argv, prog_main=val.main, parse=val.parse_opt):
-    with pytest.raises(SystemExit) as e:
-        prog_main(parse(argv))
-    err = capsys.readouterr().err.strip()
-    assert e.value.code == 1
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
-
-
-def test_cli_bad_data_and_bad_weights_give_one_message(tmp_path, capsys):
-    data, _ = _make_dataset(tmp_path / "ds")
-    runs = str(tmp_path / "runs")
-    err = _one_error(capsys, ["--data", str(tmp_path / "nope.yaml"), "--weights", "x.pt", "--project", runs])
-    assert err.startswith("val.py: error:") and "nope.yaml" in err
-    bad = tmp_path / "notackpt.pt"
-    bad.write_text("this is not a checkpoint\n")
-    err = _one_error(capsys, ["--data", str(data), "--weights", str(bad), "--project", runs, "--device", "cpu"])
-    assert "notackpt.pt" in err and "checkpoint" in err
-    err = _one_error(capsys, ["--data", str(data), "--weights", str(tmp_path / "missing.pt"), "--project", runs])
-    assert "missing.pt" in err and "not found" in err
-    t = _import_test_py()
-    err = _one_error(capsys, ["--data", str(tmp_path / "nope.yaml")], t.main, t.parse_opt)
-    assert err.startswith("test.py: error:")
-    assert not (tmp_path / "runs").exists()  # failed runs leave no empty run directories behind
-
-
-TINY = {"nc": 3, "depth_multiple": 0.33, "width_multiple": 0.25,
-        "anchors": [[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119], [116, 90, 156, 198, 373, 326]],
-        "backbone": [[-1, 1, "Conv", [32, 3, 2]], [-1, 1, "Conv", [64, 3, 2]], [-1, 1, "Conv", [64, 3, 2]],
-                     [-1, 1, "Conv", [128, 3, 2]], [-1, 1, "Conv", [128, 3, 2]]],
-        "head": [[[2, 3, 4], 1, "Detect", ["nc", "anchors"]]]}
+def test_cli_usage_errors_are_argparse_errors(capsys):
+    """Unknown choices and non-numbers are usage errors (exit 2); out-of-range numbers: tests/test_faults_val.py."""
+    for argv, flag in (("--task bogus", "invalid choice"), ("--img abc", "--imgsz")):
+        with pytest.raises(SystemExit) as e:
+            val.parse_opt(argv.split())
+        assert e.value.code == 2 and flag in capsys.readouterr().err
 
 
 def test_cli_subprocess_real_checkpoint_ci_line(tmp_path):
@@ -427,7 +320,7 @@ def test_cli_subprocess_real_checkpoint_ci_line(tmp_path):
     from models.model import Model
     from engine.checkpoint import save_checkpoint
 
-    data, _ = _make_dataset(tmp_path / "ds")
+    data, _ = make_dataset(tmp_path / "ds")
     model = Model(TINY)
     model.names = list(NAMES)
     w = save_checkpoint({"epoch": -1, "best_fitness": 0.0, "model": model, "ema": None, "updates": None,
@@ -452,7 +345,7 @@ class BlindBackend(FakeBackend):
 def test_save_hybrid_writes_labels_as_predictions(tmp_path, monkeypatch):
     import engine.backends
     monkeypatch.setattr(engine.backends, "DetectMultiBackend", BlindBackend)
-    data, gt = _make_dataset(tmp_path / "ds", n=3)
+    data, gt = make_dataset(tmp_path / "ds", n=3)
     val.run(data, weights="blind.pt", batch_size=4, imgsz=64, device="cpu", workers=0, save_hybrid=True,
             save_conf=True, plots=False, project=tmp_path / "runs")
     for stem, rows in gt.items():
@@ -476,7 +369,7 @@ def test_coco_dataset_uses_91_ids_and_official_annotations(tmp_path, monkeypatch
     pycocotools scores against <path>/annotations/instances_val2017.json."""
     import engine.backends
     monkeypatch.setattr(engine.backends, "DetectMultiBackend", Coco80Backend)
-    _, gt = _make_dataset(tmp_path / "coco", n=3)
+    _, gt = make_dataset(tmp_path / "coco", n=3)
     data = tmp_path / "coco.yaml"
     data.write_text(yaml.safe_dump({"path": str(tmp_path / "coco"), "train": "images/val", "val": "images/val",
                                     "nc": 80, "names": [f"c{i}" for i in range(80)]}))
@@ -495,7 +388,8 @@ def test_coco_dataset_uses_91_ids_and_official_annotations(tmp_path, monkeypatch
     opt = val.parse_opt(["--data", str(data), "--weights", "w.pt", "--img", "64", "--batch", "4", "--workers", "0",
                          "--project", str(tmp_path / "runs"), "--device", "cpu"])
     assert opt.save_json
-    val.run(**dict(val._run_kwargs(opt), plots=False))  # what main() runs, minus the (slow, 81-class) plots
+    from engine.val.tasks import run_kwargs
+    val.run(**dict(run_kwargs(opt), plots=False))  # what main() runs, minus the (slow, 81-class) plots
     out = capsys.readouterr().out
     assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = 1.000" in out
     js = json.loads((tmp_path / "runs" / "exp" / "w_predictions.json").read_text())
@@ -511,7 +405,7 @@ def test_val_runs_exported_onnx(tmp_path):
     from models.model import Model
     from engine.checkpoint import save_checkpoint
 
-    data, _ = _make_dataset(tmp_path / "ds", n=3)
+    data, _ = make_dataset(tmp_path / "ds", n=3)
     torch.manual_seed(1)
     model = Model(TINY)
     model.names = list(NAMES)
@@ -547,7 +441,7 @@ def _read_txt6(f: Path) -> np.ndarray:
 def test_run_rejects_mismatched_weights_and_missing_split_before_writing(tmp_path, monkeypatch):
     import engine.backends
     monkeypatch.setattr(engine.backends, "DetectMultiBackend", FakeBackend)  # a 3-class model
-    data, _ = _make_dataset(tmp_path / "ds", n=1)
+    data, _ = make_dataset(tmp_path / "ds", n=1)
     d80 = tmp_path / "d80.yaml"
     d80.write_text(yaml.safe_dump({"path": str(tmp_path / "ds"), "train": "images/val", "val": "images/val",
                                    "nc": 80, "names": [f"c{i}" for i in range(80)]}))
@@ -560,3 +454,138 @@ def test_run_rejects_mismatched_weights_and_missing_split_before_writing(tmp_pat
     # --single-cls evaluates any model class-agnostically, so the class counts need not match
     (_, _, map50, _, *_), maps, _ = val.run(d80, single_cls=True, plots=False, **kw)
     assert map50 == pytest.approx(1.0) and maps.shape == (1,)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# calibration, metrics.json
+# --------------------------------------------------------------------------------------------------------------
+CONF_Q = (0.875, 0.625, 0.4375, 0.3125)  # per quadrant; exact in float32 and mid-bin, so hand-computable
+WRONG_Q = (1, 3)  # quadrants whose class the reader gets wrong
+
+
+class MixedReader(FakeBackend):
+    """Perfect boxes, one confidence per quadrant, the wrong class in quadrants 1 and 3, plus a 3x3 false
+    positive of confidence 0.125 in every image (below the calibration threshold)."""
+
+    def forward(self, x, augment=False):
+        out, raw = super().forward(x)
+        for q in range(4):
+            found = out[:, q, 4] > 0
+            out[:, q, 4] = torch.where(found, torch.tensor(CONF_Q[q]), torch.tensor(0.0))
+            if q in WRONG_Q:
+                out[:, q, 5:] = out[:, q, 5:].roll(1, dims=-1)
+        fp = torch.zeros((x.shape[0], 1, 5 + self.nc))
+        fp[:, 0, :5] = torch.tensor([2.5, 2.5, 3.0, 3.0, 0.125])
+        fp[:, 0, 5] = 1.0
+        return torch.cat((out, fp), 1), raw
+
+
+def _quadrant(row: np.ndarray, h: int) -> int:
+    return int(row[1] * 64 >= 32) + 2 * int(row[2] * h >= h / 2)
+
+
+def _independent_calibration(d: Path, gt: dict):
+    """CalibrationStats fed from what val wrote (--save-txt --save-conf) and the label files."""
+    from utils.calibration import CalibrationStats
+    cs = CalibrationStats()
+    for stem, rows in sorted(gt.items()):
+        h = 48 if (int(stem) - 1000) % 3 == 2 else 64
+        scale = np.array([64, h, 64, h])
+        p = _read_txt6(d / "labels" / f"{stem}.txt")
+        pxy = xywh2xyxy_np(p[:, 1:5] * scale)
+        predn = torch.tensor(np.column_stack([pxy, p[:, 5], p[:, 0]]), dtype=torch.float32)
+        labelsn = torch.tensor(np.column_stack([rows[:, 0], xywh2xyxy_np(rows[:, 1:5] * scale)]),
+                               dtype=torch.float32).reshape(-1, 5)
+        cs.update(predn, labelsn, val.process_batch(predn, labelsn, IOUV))
+    return cs
+
+
+def xywh2xyxy_np(b: np.ndarray) -> np.ndarray:
+    return np.column_stack([b[:, 0] - b[:, 2] / 2, b[:, 1] - b[:, 3] / 2, b[:, 0] + b[:, 2] / 2,
+                            b[:, 1] + b[:, 3] / 2])
+
+
+def test_metrics_json_and_calibration_agree_with_independent_numbers(tmp_path, monkeypatch, log_lines):
+    import engine.backends
+    monkeypatch.setattr(engine.backends, "DetectMultiBackend", MixedReader)
+    data, gt = make_dataset(tmp_path / "ds")
+    (mp, mr, map50, map_, *_), _, times = val.run(data, weights="mixed.pt", batch_size=4, imgsz=64, device="cpu",
+                                                  workers=0, save_txt=True, save_conf=True,
+                                                  project=tmp_path / "runs")
+    d = tmp_path / "runs" / "exp"
+    record = json.loads((d / "metrics.json").read_text())
+    assert list(record) == ["weights", "data", "task", "imgsz", "cls_act", "precision", "seen", "metrics",
+                            "per_class", "calibration", "speed_ms"]
+    assert (record["weights"], record["data"], record["task"], record["imgsz"], record["seen"]) == \
+        ("mixed.pt", str(data), "val", 64, 6)
+    assert record["cls_act"] == "sigmoid" and record["precision"] == "fp32"
+    assert record["metrics"] == pytest.approx({"P": mp, "R": mr, "mAP50": map50, "mAP50-95": map_,
+                                               "fitness": 0.1 * map50 + 0.9 * map_})
+    assert record["speed_ms"] == pytest.approx(dict(zip(("preprocess", "inference", "nms"), times)))
+    labels = np.concatenate(list(gt.values()))
+    assert [(r["class"], r["name"], r["labels"]) for r in record["per_class"]] == \
+        [(c, NAMES[c], int((labels[:, 0] == c).sum())) for c in range(3)]
+    assert set(record["per_class"][0]) == {"class", "name", "labels", "P", "R", "AP50", "AP"}
+
+    # hand-computed: every object is found (IoU 1); correct unless its quadrant gets the wrong class
+    quads = np.array([_quadrant(r, 48 if (int(s) - 1000) % 3 == 2 else 64) for s, rows in gt.items() for r in rows])
+    n_q = np.bincount(quads, minlength=4)
+    acc = np.array([0.0 if q in WRONG_Q else 1.0 for q in range(4)])
+    ece = float((n_q * np.abs(acc - np.array(CONF_Q))).sum() / n_q.sum())
+    cal = record["calibration"]
+    assert cal["ece"] == pytest.approx(ece, abs=1e-6) and cal["mce"] == pytest.approx(0.625, abs=1e-6)
+    assert cal["detections"] == cal["matched"] == n_q.sum()  # the 0.125 false positives are not counted
+    assert cal["wrong_class"] == n_q[1] + n_q[3]
+    assert cal["wrong_class_rate"] == pytest.approx((n_q[1] + n_q[3]) / n_q.sum())
+    # the same from CalibrationStats fed independently with the written predictions
+    ref = _independent_calibration(d, gt).summary(NAMES)
+    for key in ("ece", "mce", "detections", "wrong_class_rate", "labels"):
+        assert cal[key] == pytest.approx(ref[key], abs=1e-6), key
+    assert cal["confused_pairs"] == ref["confused_pairs"] and cal["per_class"] == ref["per_class"]
+    assert [b["count"] for b in cal["bins"]] == [b["count"] for b in ref["bins"]]
+
+    # printed after the per-class table, exactly as CalibrationStats formats them
+    lines = log_lines.text().splitlines()
+    want = _independent_calibration(d, gt).format_lines(NAMES)
+    start = lines.index(want[0])
+    assert lines[start:start + len(want)] == want
+    table = [i for i, s in enumerate(lines) if len(s.split()) == 7 and s.split()[0] in NAMES]
+    assert len(table) == 3 and start == table[-1] + 1
+    for name in ("calibration.png", "PR_curve.png", "confusion_matrix.png"):
+        assert (d / name).stat().st_size > 1000, name
+    assert cv2.imread(str(d / "calibration.png")) is not None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# precision
+# --------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("flags, name", [({}, "fp32"), ({"half": True}, "bf16 autocast"), ({"fp32": True}, "fp32")])
+def test_val_asks_the_backend_for_the_precision_policy(flags, name, tmp_path, monkeypatch, log_lines):
+    """Without native bf16 (patched for every test here) the default is fp32; --half forces emulated bf16."""
+    import engine.backends
+    monkeypatch.setattr(engine.backends, "DetectMultiBackend", FakeBackend)
+    data, _ = make_dataset(tmp_path / "ds", n=1)
+    val.run(data, weights="w.pt", imgsz=64, device="cpu", workers=0, plots=False, project=tmp_path / "runs", **flags)
+    precision = FakeBackend.built[-1][1]
+    assert precision.name == name and precision.channels_last
+    assert json.loads((tmp_path / "runs" / "exp" / "metrics.json").read_text())["precision"] == name
+    startup = next(s for s in log_lines if s.startswith(("val: ", "\x1b")) and "w.pt" in s)
+    assert f"on cpu, {name}" in startup and ("emulated" in startup) == ("half" in flags)
+
+
+def test_decode_and_nms_stay_fp32_under_bf16_autocast(tmp_path):
+    from engine.backends import DetectMultiBackend
+    from utils.precision import inference_precision
+    w = tiny_checkpoint(tmp_path / "tiny.pt")
+    x = torch.rand(2, 3, 64, 64)
+    fp32 = DetectMultiBackend(str(w), device="cpu", precision=inference_precision("cpu", fp32=True))
+    bf16 = DetectMultiBackend(str(w), device="cpu", precision=inference_precision("cpu", half=True))
+    assert bf16.precision.dtype == torch.bfloat16
+    with torch.no_grad():
+        a, b = fp32(x), bf16(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # the Detect head itself, before any upcast
+            raw = bf16.model(x.contiguous(memory_format=torch.channels_last))[0]
+            out = non_max_suppression(raw, 0.001, 0.6, multi_label=True)
+    assert raw.dtype == a.dtype == b.dtype == torch.float32 and all(o.dtype == torch.float32 for o in out)
+    assert not torch.equal(a, b)  # bf16 really ran ...
+    assert (a[..., :4] - b[..., :4]).abs().max() < 2.0  # ... and boxes decoded in fp32 stay within ~a pixel

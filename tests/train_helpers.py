@@ -106,3 +106,49 @@ def env() -> dict:
 def run_train(args: list, cwd: Path, timeout: int = 240, launcher=None) -> subprocess.CompletedProcess:
     cmd = (launcher or [sys.executable]) + [str(ROOT / "train.py"), *args]
     return subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
+
+
+def train_cli(args: list) -> int:
+    """train.py's command line in this process (exit status); resets torch's determinism switch afterwards."""
+    import torch
+
+    import train
+    try:
+        return train.cli([str(a) for a in args])
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+def epochs_in(csv: Path) -> list:
+    """Epoch numbers of the rows of a results.csv."""
+    return [int(float(ln.split(",")[0])) for ln in Path(csv).read_text().splitlines()[1:] if ln.strip()]
+
+
+def stop_after_epoch(monkeypatch, epoch: int, signum: int) -> None:
+    """Send this process ``signum`` at the end of ``epoch`` (a real signal, at a reproducible moment)."""
+    from engine.train import trainer
+    original = trainer.Trainer.after_epoch
+
+    def after_epoch(self):
+        stop = original(self)
+        if self.state.epoch == epoch:
+            os.kill(os.getpid(), signum)
+        return stop
+    monkeypatch.setattr(trainer.Trainer, "after_epoch", after_epoch)
+
+
+def stop_worker(rank: int, port: int, q) -> None:
+    """DDP rank for test_faults_train: only rank 1 is signalled; both must see the stop request."""
+    import signal
+
+    import torch.distributed as dist
+
+    from engine.train.stop import StopRequest
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    stop = StopRequest()
+    before = stop.requested(distributed=True)
+    if rank == 1:
+        stop.signum = signal.SIGTERM
+    q.put((rank, before, stop.requested(distributed=True)))
+    dist.destroy_process_group()

@@ -1,0 +1,105 @@
+"""The model of a training: built from --cfg or a checkpoint's yaml, weights transferred, state of a resumed run."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+import yaml
+
+from engine.checkpoint import CheckpointError, checkpoint_state_dict, load_checkpoint
+from engine.train.options import TrainError
+from models.model import Model
+from utils.log import LOGGER
+from utils.torch_utils import ModelEMA, intersect_dicts
+
+
+def load_weights(weights: str) -> Dict[str, Any]:
+    """Checkpoint dict of ``--weights`` (project format or an upstream .pt via the allow-list loader).
+
+    A missing official weights name (yolov5s.pt, ...) is downloaded by ``engine.downloads.attempt_download``.
+    """
+    try:
+        return load_checkpoint(weights, map_location="cpu")
+    except CheckpointError as e:
+        raise TrainError(f"--weights {weights}: {e}") from None
+    except FileNotFoundError as e:  # DownloadError included: its message names the URL and the manual way
+        raise TrainError(f"--weights {weights}: {e} (use --weights '' --cfg <model.yaml> to train from scratch)"
+                         ) from None
+    except (OSError, RuntimeError) as e:  # torch's zip reader on a truncated file: EINVAL / "failed reading zip"
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TrainError(f"--weights {weights}: cannot read the checkpoint, truncated or not a torch file ({reason})"
+                         ) from None
+
+
+def build_model(opt: argparse.Namespace, hyp: Dict[str, Any], nc: int,
+                device: torch.device) -> Tuple[nn.Module, Optional[Dict[str, Any]]]:
+    """Model from --cfg (or the checkpoint's yaml) with weights transferred by name and shape; (model, ckpt)."""
+    anchors = hyp.get("anchors")
+    if not opt.weights:
+        if not opt.cfg:
+            raise TrainError("--cfg: a model yaml is required when training from scratch (--weights '')")
+        return Model(opt.cfg, ch=3, nc=nc, anchors=anchors).to(device), None
+    ckpt = load_weights(opt.weights)
+    try:
+        csd, ckpt_yaml, _ = checkpoint_state_dict(ckpt, "model")
+    except CheckpointError as e:
+        raise TrainError(f"--weights {opt.weights}: {e}") from None
+    cfg = opt.cfg or ckpt_yaml
+    if not cfg:
+        raise TrainError(f"--weights {opt.weights}: the checkpoint stores no model yaml, pass --cfg")
+    model = Model(cfg, ch=3, nc=nc, anchors=anchors).to(device)
+    # anchors of a different model/hyp are not transferred (they are recomputed or come from the yaml)
+    exclude = ["anchor"] if (opt.cfg or anchors) and not opt.resume else []
+    csd = intersect_dicts(csd, model.state_dict(), exclude=exclude)
+    model.load_state_dict(csd, strict=False)
+    LOGGER.info(f"Transferred {len(csd)}/{len(model.state_dict())} items from {opt.weights}")
+    return model, ckpt
+
+
+def restore_training_state(ckpt: Dict[str, Any], opt: argparse.Namespace, optimizer: torch.optim.Optimizer,
+                           ema: Optional[ModelEMA], epochs: int) -> Tuple[int, float, int]:
+    """Optimizer, EMA, best fitness and epoch from a checkpoint; returns (start_epoch, best_fitness, epochs)."""
+    if opt.resume and ckpt.get("optimizer") is None:  # strip_optimizer ran: that training ended
+        raise TrainError(f"--resume {opt.weights}: training to {epochs} epochs is finished, nothing to resume")
+    if ckpt.get("optimizer") is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+    best_fitness = float(np.asarray(ckpt.get("best_fitness") or 0.0, dtype=float).reshape(-1)[0])
+    if ema is not None and ckpt.get("ema") is not None:
+        record = ckpt["ema"]
+        sd = record["state_dict"] if isinstance(record, dict) else record.float().state_dict()
+        ema.ema.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
+        ema.updates = int(ckpt.get("updates") or 0)
+    epoch = ckpt.get("epoch", -1)
+    start_epoch = (epoch if isinstance(epoch, int) else -1) + 1
+    if opt.resume:
+        if start_epoch >= epochs:
+            raise TrainError(f"--resume {opt.weights}: training to {epochs} epochs is finished, nothing to resume")
+        LOGGER.info(f"Resuming training from {opt.weights} from epoch {start_epoch} to {epochs} total epochs")
+    elif epochs < start_epoch:
+        LOGGER.info(f"{opt.weights} has been trained for {start_epoch} epochs. Fine-tuning for {epochs} more epochs.")
+        epochs += start_epoch
+    return start_epoch, best_fitness, epochs
+
+
+def check_labels(dataset: Any, nc: int, data: str) -> None:
+    """Every label class must be < nc; otherwise name the first offending label file."""
+    for lb, f in zip(dataset.labels, dataset.label_files):
+        if len(lb) and int(lb[:, 0].max()) >= nc:
+            raise TrainError(f"{f}: label class {int(lb[:, 0].max())} exceeds nc={nc} in {data} "
+                             f"(possible class labels are 0-{nc - 1})")
+
+
+def warn_without_names(data_file: str) -> None:
+    """The trainer's warning for a data yaml without ``names`` (the dataset config invents class0, class1, ...)."""
+    try:  # the dataset config has already parsed this file successfully
+        raw = yaml.safe_load(Path(data_file).read_text(errors="ignore"))
+    except (OSError, ValueError):
+        return
+    if isinstance(raw, dict) and raw.get("names") is None:
+        last = int(raw.get("nc", 1)) - 1
+        LOGGER.warning(f"WARNING: {data_file} has no 'names': classes are called class0..class{last} in the "
+                       f"checkpoint, plots and detections; add a 'names' list to the yaml")
