@@ -59,6 +59,8 @@ def parse_opt(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="static int8 ONNX / TFLite (<w>.int8.onnx, <w>.int8.tflite), calibrated on --data")
     parser.add_argument("--data", type=str, default=None,
                         help="dataset yaml whose train images calibrate --int8")
+    parser.add_argument("--int8-images", type=int, default=64,
+                        help="--int8: how many train images (evenly spaced) calibrate the quantisation")
     opt = parser.parse_args(argv)
     opt.imgsz = opt.imgsz * 2 if len(opt.imgsz) == 1 else opt.imgsz
     return opt

@@ -43,6 +43,7 @@ _SUFFIXES: Tuple[Tuple[str, str], ...] = (
     (".ptl", "ptl"),
     (".onnx", "onnx"),
     (".ncnn.param", "ncnn"),
+    ("_ncnn_model", "ncnn"),
     (".pte", "executorch"),
     (".tflite", "tflite"),
     ("_openvino_model", "openvino"),
@@ -51,11 +52,12 @@ _SUFFIXES: Tuple[Tuple[str, str], ...] = (
     (".pt", "pt"),
 )
 SUPPORTED_SUFFIXES = tuple(s for s, _ in _SUFFIXES)
+FOLDER_SUFFIXES = ("_openvino_model", "_ncnn_model", ".mlpackage")  # exports that are folders
 FORMAT_OF_KIND = {"jit": "torchscript", **{k: k for _, k in _SUFFIXES if k not in ("jit", "pt")}}
 KIND_NAMES = {"pt": "PyTorch", "jit": "TorchScript", "ptl": "TorchScript-Lite", "onnx": "ONNX", "ncnn": "ncnn",
               "executorch": "ExecuTorch", "tflite": "TFLite", "openvino": "OpenVINO", "coreml": "CoreML"}
 __all__ = ["DetectMultiBackend", "BackendError", "weights_kind", "read_metadata", "decode_raw_outputs",
-           "ort_session_options", "CONFIG_FILE", "SUPPORTED_SUFFIXES"]
+           "ort_session_options", "CONFIG_FILE", "SUPPORTED_SUFFIXES", "FOLDER_SUFFIXES"]
 
 
 def weights_kind(weights: PathLike) -> str:

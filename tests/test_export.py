@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from detect_helpers import NAMES, ROOT, make_checkpoint
+from detect_helpers import EXPORT_CFG, NAMES, ROOT, make_checkpoint
 from train_helpers import make_dataset
 
 IMG = 64  # export size: 3 levels of 8x8, 4x4, 2x2 cells -> 252 boxes
@@ -48,8 +48,8 @@ class Captured(list):
 @pytest.fixture(scope="module")
 def wdir(tmp_path_factory):
     d = tmp_path_factory.mktemp("export")
-    make_checkpoint(d / "sig.pt", "sigmoid")
-    make_checkpoint(d / "soft.pt", "softmax")
+    make_checkpoint(d / "sig.pt", "sigmoid", cfg=EXPORT_CFG)
+    make_checkpoint(d / "soft.pt", "softmax", cfg=EXPORT_CFG)
     return d
 
 
@@ -73,7 +73,7 @@ def int8_files(wdir, data_yaml, tmp_path_factory):
     d = tmp_path_factory.mktemp("int8")
     (d / "soft.pt").write_bytes((wdir / "soft.pt").read_bytes())
     files = export.run(weights=[str(d / "soft.pt")], imgsz=[IMG], include=["onnx", "tflite"], int8=True,
-                       data=str(data_yaml))
+                       data=str(data_yaml), int8_images=6)
     return dict(zip(["onnx", "tflite"], files))
 
 
@@ -99,7 +99,7 @@ def test_files_names_and_verification(wdir, soft_all):
     assert sorted(p.name for p in files["openvino"].iterdir()) == ["soft.bin", "soft.xml"]
     assert not [p.name for p in wdir.iterdir() if p.name.startswith(".")]  # no staging folder left behind
     text = "\n".join(log)
-    runtimes = ["torch.jit.load", "onnxruntime", "the lite interpreter", "ncnn", "the ExecuTorch runtime",
+    runtimes = ["torch.jit.load", "onnxruntime", "the lite interpreter", "ncnn", "the ExecuTorch runtime (XNNPACK)",
                 "the LiteRT interpreter", "the OpenVINO CPU plugin"]
     for runtime in runtimes:  # each file ran in its own runtime on a real image, diffs printed
         assert f"verified with {runtime} on shapes1.jpg (1, 3, {IMG}, {IMG}): max abs diff" in text, runtime
@@ -237,7 +237,7 @@ def test_grouped_model_in_a_phone_format(tmp_path):
     """A grouped-activation model keeps its groups in ncnn and OpenVINO files (ONNX / TorchScript: test_grouped)."""
     import export
     from engine.backends import DetectMultiBackend, read_metadata
-    w = make_checkpoint(tmp_path / "grouped.pt", "grouped", groups=GROUPS)
+    w = make_checkpoint(tmp_path / "grouped.pt", "grouped", groups=GROUPS, cfg=EXPORT_CFG)
     files = export.run(weights=[str(w)], imgsz=[IMG], include=["ncnn", "openvino"])
     im = torch.rand(1, 3, IMG, IMG, generator=torch.Generator().manual_seed(5))
     ref = torch_reference(w, im)
@@ -261,7 +261,7 @@ def test_int8_onnx_and_tflite(int8_files, wdir, data_yaml, tmp_path):
     ref = torch_reference(wdir / "soft.pt", im)
     for fmt, f in int8_files.items():
         meta = read_metadata(f)
-        assert meta["cls_act"] == "softmax" and meta["int8"]["calibration_images"] == 8, fmt
+        assert meta["cls_act"] == "softmax" and meta["int8"]["calibration_images"] == 6, fmt
         assert f.stat().st_size < 0.7 * (wdir / FILES[fmt]).stat().st_size  # int8 weights
         out = DetectMultiBackend(f)(im)
         assert out.shape == ref.shape and torch.isfinite(out).all()
@@ -281,6 +281,8 @@ def test_int8_flags(wdir, log_lines):
     assert "--int8 needs --data" in log_lines.text()
     assert export.cli(["--weights", w, "--include", "onnx", "--int8", "--train", "--data", "x.yaml"]) == 1
     assert "drop --train" in log_lines.text()
+    assert export.cli(["--weights", w, "--include", "onnx", "--int8", "--data", "x.yaml", "--int8-images", "0"]) == 1
+    assert "--int8-images 0: give 1 to 1000" in log_lines.text()
 
 
 # -------------------------------------------------------------------------------------------- ONNX / TorchScript
@@ -320,6 +322,13 @@ def test_backend_api(wdir, soft_all, tmp_path):
         DetectMultiBackend(wdir / "missing.onnx")
     b = DetectMultiBackend(files["openvino"] / "soft.xml")  # the .xml works as well as its folder
     assert b.openvino and b.fixed_shape == (IMG, IMG)
+    folder = tmp_path / "soft_ncnn_model"  # an ncnn folder holding the three files
+    folder.mkdir()
+    for suffix in (".param", ".bin", ".json"):
+        (folder / f"soft.ncnn{suffix}").write_bytes(files["ncnn"].with_suffix(suffix).read_bytes())
+    b = DetectMultiBackend(folder)
+    assert b.ncnn and b.cls_act == "softmax" and b.fixed_shape == (IMG, IMG)
+    torch.testing.assert_close(b(im[:1]), y[:1], atol=2e-3, rtol=1e-4)
 
 
 def test_verification_catches_a_mismatch(wdir, soft_all):

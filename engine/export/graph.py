@@ -5,7 +5,8 @@
 * :class:`FlatDecode` -- the same numbers and row order for one fixed input size, written for converters: the
   grid / stride / anchor terms are constant tensors (no ``arange`` / ``meshgrid``: ncnn cannot load a
   shape-generic grid), tensors stay 3-D after the head convs, ``(2s)**2`` is a product (TFLite has no ``pow``),
-  and boxes and scores are separate branches joined by one final concat (the concat int8 must keep in float).
+  and boxes and scores are separate branches joined by one final concat (the concat int8 must keep in float);
+  grouped class activations gather with constant 0/1 matrices (ncnn has no gather).
 * :class:`RawHead` -- the per-level head maps ``(bs, na, ny, nx, no)`` without any decode (``export.py --train``);
   the runners' callers decode them in Python (engine/backends.decode_raw_outputs).
 
@@ -140,6 +141,43 @@ def decode_constants(det: nn.Module, imgsz: Sequence[int]) -> Tuple[torch.Tensor
     return torch.cat(offsets, 1), torch.cat(gains, 1)
 
 
+class GatherFreeGrouped(nn.Module):
+    """:class:`GroupedActivation` without ``index_select`` (ncnn has no gather layer): the two class permutations
+    and the parent lookup are products with constant 0/1 matrices, exact in float32 (every output is one input
+    times 1 plus zeros); the sigmoid / per-group softmax slices are the same."""
+
+    def __init__(self, act: GroupedActivation):
+        super().__init__()
+        nc = act.nc
+        self.mode, self.depth, self.n_single, self.group_sizes = act.mode, act.depth, act.n_single, act.group_sizes
+        eye = torch.eye(nc)
+        self.register_buffer("to_order", eye[:, act.order.cpu()])  # x @ to_order == x[..., order]
+        self.register_buffer("to_classes", eye[:, act.inverse.cpu()])
+        parent = act.parent_index.cpu()
+        child = torch.nonzero(parent < nc).squeeze(1)
+        to_parent = torch.zeros(nc, nc)
+        to_parent[parent[child], child] = 1.0  # (p @ to_parent)[c] == p[parent[c]]
+        self.register_buffer("to_parent", to_parent)
+        self.register_buffer("root", (parent == nc).float())  # top-level classes: P(parent) = 1
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.mode == "softmax":
+            return logits.softmax(-1)
+        if self.mode == "sigmoid":
+            return logits.sigmoid()
+        x = torch.matmul(logits, self.to_order)
+        parts = [x[..., :self.n_single].sigmoid()] if self.n_single else []
+        start = self.n_single
+        for k in self.group_sizes:
+            parts.append(x[..., start:start + k].softmax(-1))
+            start += k
+        cond = torch.matmul(torch.cat(parts, -1), self.to_classes)  # P(class | parent), class order
+        prob = cond
+        for _ in range(self.depth):
+            prob = cond * (torch.matmul(prob, self.to_parent) + self.root)
+        return prob
+
+
 class FlatDecode(_Converted):
     """Model -> decoded (bs, N, 5 + nc) for one input size, in converter-friendly ops (module docstring)."""
 
@@ -148,7 +186,7 @@ class FlatDecode(_Converted):
         self.cls_act = str(self.det.cls_act)
         # a fresh module rather than Detect's own: the head is not registered twice
         groups = ClassGroups.from_spec(self.det.cls_groups, self.nc) if self.cls_act == "grouped" else None
-        self.grouped = GroupedActivation(groups) if groups is not None else None
+        self.grouped = GatherFreeGrouped(GroupedActivation(groups)) if groups is not None else None
         xy_off, gain = decode_constants(self.det, imgsz)
         self.register_buffer("xy_off", xy_off)
         self.register_buffer("gain", gain)

@@ -26,7 +26,7 @@ import torch.nn as nn
 from engine.checkpoint import attempt_load
 from engine.cli import FlagError
 from engine.export.graph import ExportModel, FlatDecode, RawHead
-from engine.export.images import calibration_images, sample_images
+from engine.export.images import CALIBRATION_IMAGES, MAX_CALIBRATION_IMAGES, calibration_images, sample_images
 from engine.export.metadata import export_metadata
 from engine.export.verify import shape_check, verify_file, verify_second_shape
 from engine.formats import FORMATS, INT8_FORMATS
@@ -204,6 +204,7 @@ def export_one(job: Job, name: str, settings: Settings) -> Result:
     reference = reference_model(ref_job)
     settings = Settings(**{**settings.__dict__, "shape_check": shape_check(reference, metadata, im)})
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    t0 = time.time()
     try:
         LOGGER.info(f"\n{prefix} starting export{' (int8)' if settings.int8 else ''}...")
         staged = staging / final.name
@@ -216,7 +217,7 @@ def export_one(job: Job, name: str, settings: Settings) -> Result:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     mb = size_mb(final) + sum(size_mb(p) for p in companions(fmt, final))
-    LOGGER.info(f"{prefix} export success, saved as {final} ({mb:.1f} MB)")
+    LOGGER.info(f"{prefix} export success ({time.time() - t0:.1f}s), saved as {final} ({mb:.1f} MB)")
     return Result(name + (" int8" if settings.int8 else ""), final, mb, check)
 
 
@@ -249,7 +250,7 @@ def run(weights: Union[Sequence[str], str] = ("yolov5s.pt",), imgsz: Sequence[in
         batch_size: int = 1, device: str = "cpu", include: Sequence[str] = ("torchscript", "onnx"),
         half: bool = False, inplace: bool = False, train: bool = False, optimize: bool = False,
         dynamic: bool = False, simplify: bool = False, opset: int = 12, grid: bool = False, int8: bool = False,
-        data: Optional[str] = None) -> List[Path]:
+        data: Optional[str] = None, int8_images: int = CALIBRATION_IMAGES) -> List[Path]:
     """Export each weights file to each format. Returns the written files; ExportError if any export failed."""
     t0 = time.time()
     include = [x.lower() for x in include]
@@ -257,6 +258,8 @@ def run(weights: Union[Sequence[str], str] = ("yolov5s.pt",), imgsz: Sequence[in
     imgsz = list(imgsz) * 2 if len(imgsz) == 1 else list(imgsz)
     dev = pick_device(device)
     check_flags(include, imgsz, batch_size, dev, half, dynamic, train, int8, data)
+    if int8 and not 1 <= int8_images <= MAX_CALIBRATION_IMAGES:
+        raise FlagError(f"--int8-images {int8_images}: give 1 to {MAX_CALIBRATION_IMAGES} calibration images")
     check_packages(include, int8)
     if grid:
         LOGGER.info("--grid: the decoded output (grid inside the graph) is already the default")
@@ -265,7 +268,7 @@ def run(weights: Union[Sequence[str], str] = ("yolov5s.pt",), imgsz: Sequence[in
     for w in weights:
         job = prepare(w, imgsz, batch_size, dev, half, train, dynamic)
         if int8:
-            settings.calibration = calibration_images(data, job.metadata["imgsz"])
+            settings.calibration = calibration_images(data, job.metadata["imgsz"], int8_images)
         for name in include:
             try:
                 results.append(export_one(job, name, settings))

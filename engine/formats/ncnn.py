@@ -4,7 +4,8 @@ The fixed-shape converter-friendly graph (FlatDecode; RawHead for ``--train``) i
 to the pnnx executable with ``inputshape=[1,3,h,w]f32 fp16=0`` (pnnx stores fp16 weights by default: 0.07 px off).
 The executable is run directly: pnnx's Python wrapper neither shows its log nor checks its exit code. ncnn has no
 batch dimension (batch 1; outputs come back without it and get it back here) and its .param/.bin carry no
-free-form field, so the metadata is the JSON sidecar ``<w>.ncnn.json``.
+free-form field, so the metadata is the JSON sidecar ``<w>.ncnn.json``. Detection also takes a folder
+``<name>_ncnn_model`` holding one such .param / .bin / .json set.
 """
 from __future__ import annotations
 
@@ -22,12 +23,26 @@ from engine.formats.torchscript import trace
 
 NAME, TITLE, RUNTIME = "ncnn", "ncnn:", "ncnn"
 SUFFIX = ".ncnn.param"
+FOLDER_SUFFIX = "_ncnn_model"
 GRAPH = "flat"
 BATCH = 1  # ncnn Mats have no batch dimension
 
 
 def file_for(weights: Path, int8: bool = False) -> Path:
     return weights.with_suffix(SUFFIX)
+
+
+def param_file(path: Path) -> Path:
+    """The .param of a ``<name>_ncnn_model`` folder (``<name>.ncnn.param``, else its only .param), or ``path``."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    stem = path.name[:-len(FOLDER_SUFFIX)] if path.name.endswith(FOLDER_SUFFIX) else path.name
+    preferred = path / f"{stem}{SUFFIX}"
+    found = [preferred] if preferred.is_file() else sorted(path.glob("*.param"))
+    if len(found) != 1:
+        raise BackendError(f"'{path}': an ncnn folder must hold one .param file, found {len(found)}")
+    return found[0]
 
 
 def bin_file(param: Path) -> Path:
@@ -66,7 +81,7 @@ def export(graph: nn.Module, im: torch.Tensor, file: Path, metadata: Dict[str, A
 
 
 def read_metadata(file: Path) -> Dict[str, Any]:
-    f = sidecar(file)
+    f = sidecar(param_file(file))
     return json.loads(f.read_text()) if f.is_file() else {}
 
 
@@ -75,6 +90,7 @@ class NcnnRunner(Runner):
 
     def __init__(self, file: Path, device: torch.device = torch.device("cpu"), threads: int = 0,
                  half: bool = False):
+        file = param_file(file)
         super().__init__(file, device, threads)
         ncnn = require("ncnn", "ncnn", "Running ncnn models")
         if not sidecar(file).is_file():

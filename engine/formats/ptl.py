@@ -1,4 +1,4 @@
-"""TorchScript lite interpreter (``<w>.torchscript.ptl``): the PyTorch Mobile format (Android / iOS ``LiteModuleLoader``).
+"""TorchScript lite interpreter (``<w>.torchscript.ptl``): PyTorch Mobile (Android / iOS ``LiteModuleLoader``).
 
 The same trace as TorchScript, passed through ``optimize_for_mobile`` when this torch build has XNNPACK, saved
 for the lite interpreter with the metadata as the ``config.txt`` extra file. Always float32 on the CPU (phones
