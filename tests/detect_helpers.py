@@ -8,9 +8,11 @@ CFG = ROOT / "models" / "yolov5-shufflenetv2.yaml"
 NAMES = ["circle", "square", "triangle"]
 
 
-def make_checkpoint(path: Path, cls_act: str = "sigmoid", seed: int = 0, groups=None, cfg=CFG) -> Path:
+def make_checkpoint(path: Path, cls_act: str = "sigmoid", seed: int = 0, groups=None, cfg=CFG,
+                    gain: float = 3000) -> Path:
     """Tiny ShuffleNetV2 detector (nc=3) in the project format, scaled so it produces a few dozen boxes per image
-    (``groups``: the class groups spec of cls_act 'grouped'; ``cfg``: a yaml path or model dict)."""
+    (``groups``: the class groups spec of cls_act 'grouped'; ``cfg``: a yaml path or model dict; ``gain``: the
+    head-weight factor giving its random features a realistic logit spread)."""
     from models.model import Model
     from engine.checkpoint import save_checkpoint
     torch.manual_seed(seed)
@@ -21,7 +23,7 @@ def make_checkpoint(path: Path, cls_act: str = "sigmoid", seed: int = 0, groups=
     with torch.no_grad():  # random-init features barely vary: amplify them into logits with a realistic spread
         for conv in head.m:
             conv.bias.view(head.na, -1)[:, 4:] = -1.0
-            conv.weight.view(head.na, head.no, -1)[:, 4:] *= 3000
+            conv.weight.view(head.na, head.no, -1)[:, 4:] *= gain
     save_checkpoint({"epoch": -1, "best_fitness": 0.0, "model": model.eval(), "optimizer": None}, path)
     return path
 
@@ -50,3 +52,8 @@ EXPORT_CFG = {
         [[10, 7, 4], 1, "Detect", ["nc", "anchors"]],
     ],
 }
+
+
+def make_export_checkpoint(path: Path, cls_act: str = "sigmoid", groups=None) -> Path:
+    """The export tests' checkpoint: :data:`EXPORT_CFG`, logits spread like a trained model's (std ~1-2 on P3)."""
+    return make_checkpoint(path, cls_act, groups=groups, cfg=EXPORT_CFG, gain=300)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from detect_helpers import EXPORT_CFG, make_checkpoint
+from detect_helpers import make_export_checkpoint
 
 IMG = 64
 OPTIONAL = [("ncnn", "ncnn", "ncnn"), ("ncnn", "pnnx", "pnnx"), ("executorch", "executorch.exir", "executorch"),
@@ -15,7 +15,7 @@ OPTIONAL = [("ncnn", "ncnn", "ncnn"), ("ncnn", "pnnx", "pnnx"), ("executorch", "
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
-    return make_checkpoint(tmp_path_factory.mktemp("faults") / "w.pt", "softmax", cfg=EXPORT_CFG)
+    return make_export_checkpoint(tmp_path_factory.mktemp("faults") / "w.pt", "softmax")
 
 
 def _copy(weights: Path, folder: Path) -> Path:

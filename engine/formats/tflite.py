@@ -8,7 +8,8 @@ calibration images, only within the ``Features_features/`` scope (litert-torch n
 module path; engine/export/graph.py puts the network up to the head there): the head convs and the decode stay
 float. Input and output stay float32 (quantize / dequantize ops inside).
 Metadata: a TFLite ``Model.metadata`` entry ``yolo_metadata`` (JSON bytes in a buffer of the flatbuffer), written
-with the schema's object API; readable from any TFLite metadata reader (Android ``MetadataExtractor``).
+with the schema's object API; on a device read it from the flatbuffer's ``metadata`` list (the entry's buffer
+holds the JSON text; TFLite Support's ``MetadataExtractor`` reads only its own ``TFLITE_METADATA`` entry).
 """
 from __future__ import annotations
 
