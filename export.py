@@ -34,7 +34,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from engine.cli import add_device, add_imgsz, add_weights, run_cli  # noqa: E402
-from engine.export import FORMATS, run, synthetic_image  # noqa: E402,F401  (export.run: the v6+ Python entry)
+from engine.export import CALIBRATION_IMAGES, FORMATS, run, synthetic_image  # noqa: E402,F401  (export.run: the v6+ Python entry)
 from utils.log import LOGGER, colorstr  # noqa: E402
 
 
@@ -59,7 +59,7 @@ def parse_opt(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="static int8 ONNX / TFLite (<w>.int8.onnx, <w>.int8.tflite), calibrated on --data")
     parser.add_argument("--data", type=str, default=None,
                         help="dataset yaml whose train images calibrate --int8")
-    parser.add_argument("--int8-images", type=int, default=64,
+    parser.add_argument("--int8-images", type=int, default=CALIBRATION_IMAGES,
                         help="--int8: how many train images (evenly spaced) calibrate the quantisation")
     opt = parser.parse_args(argv)
     opt.imgsz = opt.imgsz * 2 if len(opt.imgsz) == 1 else opt.imgsz

@@ -32,7 +32,7 @@ def parse_opt(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--formats", nargs="+", default=list(bench.FORMATS), help="exported formats to time")
     p.add_argument("--no-int8", action="store_true", help="skip the int8 ONNX / TFLite rows")
     p.add_argument("--data", default="data/shapes.yaml", help="dataset yaml calibrating the int8 files")
-    p.add_argument("--int8-images", type=int, default=64, help="int8 calibration images")
+    p.add_argument("--int8-images", type=int, default=bench.CALIBRATION_IMAGES, help="int8 calibration images")
     p.add_argument("--runs", type=int, default=20, help="timed passes per backend")
     p.add_argument("--warmup", type=int, default=3, help="untimed passes per backend")
     p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")

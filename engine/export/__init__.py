@@ -9,7 +9,7 @@ OpenVINO and CoreML files (int8 ONNX / TFLite with ``--int8``), each verified in
 The formats themselves (exporter + runner each) are engine/formats/*.py.
 """
 from engine.export.graph import ExportModel, FlatDecode, RawHead, focus_to_conv
-from engine.export.images import calibration_images, sample_images, synthetic_image
+from engine.export.images import CALIBRATION_IMAGES, calibration_images, sample_images, synthetic_image
 from engine.export.metadata import export_metadata
 from engine.export.pipeline import PACKAGES, run
 from engine.export.verify import TOL, compare_outputs, verify_file
@@ -18,4 +18,4 @@ from engine.formats.base import ExportError, MissingPackageError
 
 __all__ = ["run", "FORMATS", "INT8_FORMATS", "PACKAGES", "ExportError", "MissingPackageError", "ExportModel",
            "FlatDecode", "RawHead", "focus_to_conv", "export_metadata", "sample_images", "synthetic_image",
-           "calibration_images", "TOL", "compare_outputs", "verify_file"]
+           "calibration_images", "CALIBRATION_IMAGES", "TOL", "compare_outputs", "verify_file"]
