@@ -202,7 +202,7 @@ class DetectMultiBackend(nn.Module):
         except (BackendError, MissingPackageError):
             raise
         except errors as e:
-            raise BackendError(f"'{w}' is not a readable {kind} model ({first_line(e)})") from None
+            raise BackendError(f"'{w}' is not a readable {KIND_NAMES[kind]} model ({first_line(e)})") from None
 
     def _load_export(self, w: str, kind: str) -> None:
         self.runner = self._open_runner(w, kind)
