@@ -1,124 +1,51 @@
-"""Per-image CPU latency of one detector run four ways: PyTorch eager, fused, TorchScript, ONNX Runtime.
+"""CPU latency of every exported format against PyTorch eager, batch 1 (the work is engine/export/bench.py).
 
-    python benchmarks/bench_export.py                      # yolov5s @640 and the ShuffleNetV2 config @320
-    python benchmarks/bench_export.py --runs 50 --cfg models/yolov5s.yaml --imgsz 640
+    python benchmarks/bench_export.py                                   # 3 models x @256, @320 x 1, 2 threads
+    python benchmarks/bench_export.py --models shufflenetv2=weights/demo-shufflenetv2-shapes.pt --sizes 256
+    python benchmarks/bench_export.py --models yolov5s --threads 1 --no-int8 --runs 10 --json bench.json
 
-Models are built from their yaml with random weights (latency does not depend on the values), saved as a
-project checkpoint and exported with ``export.py`` (so the TorchScript / ONNX files are exactly what users get),
-then loaded back through ``engine.backends.DetectMultiBackend``. Each backend runs ``--warmup`` passes, then
-``--runs`` timed single-image passes, the backends taking turns (round-robin, so a change in machine load hits
-them all alike). Reported: median wall time and median process CPU time per image, and their ratios to eager
-(higher = faster). ONNX Runtime's intra-op threads follow ``torch.get_num_threads()``.
-
-* eager:       the unfused model (Conv + BatchNorm), eval mode, contiguous NCHW input
-* fused:       BN folded into the convolutions, channels_last (``utils.torch_utils.prepare_for_inference``)
-* TorchScript: the traced ``<w>.torchscript.pt`` (loaded with torch.jit.load)
-* ONNX Runtime: ``<w>.onnx`` on the CPU execution provider
+Each model (a key of engine.export.bench.MODELS, a yaml, or name=checkpoint) is exported with export.py's engine
+to ONNX, ncnn, ExecuTorch, TFLite, OpenVINO (+ int8 ONNX / TFLite calibrated on --data), each file loaded by its
+runner (the code detect.py / val.py run), then all backends are timed round-robin on one real image: median and
+minimum ms per image, ratio to PyTorch eager (unfused, eval) = 1.0. On a shared machine read the minimums too.
 """
 from __future__ import annotations
 
 import argparse
-import copy
-import statistics
+import json
 import sys
-import tempfile
-import time
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence, Tuple
-
-import torch
+from typing import List, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from engine.backends import DetectMultiBackend  # noqa: E402
-from engine.checkpoint import save_checkpoint  # noqa: E402
-from models.model import Model  # noqa: E402
-from utils.torch_utils import prepare_for_inference  # noqa: E402
-import export  # noqa: E402
-
-DEFAULT_CASES = (("models/yolov5s.yaml", 640), ("models/yolov5-shufflenetv2.yaml", 320))
+from engine.export import bench  # noqa: E402
 
 
-def interleaved_latency_ms(cases: Dict[str, Callable[[], object]], runs: int, warmup: int
-                           ) -> Dict[str, Tuple[float, float]]:
-    """{name: (median wall ms, median process-CPU ms)} per call, the cases timed round-robin.
-
-    Interleaving spreads any change in machine load evenly over the backends (on a shared machine a block of
-    runs per backend can land in a busy or a quiet period); CPU time is the less load-sensitive figure.
-    """
-    for fn in cases.values():
-        for _ in range(warmup):
-            fn()
-    wall: Dict[str, List[float]] = {k: [] for k in cases}
-    cpu: Dict[str, List[float]] = {k: [] for k in cases}
-    for _ in range(runs):
-        for name, fn in cases.items():
-            t, c = time.perf_counter(), time.process_time()
-            fn()
-            wall[name].append(time.perf_counter() - t)
-            cpu[name].append(time.process_time() - c)
-    return {k: (1e3 * statistics.median(wall[k]), 1e3 * statistics.median(cpu[k])) for k in cases}
-
-
-def bench_case(cfg: str, imgsz: int, runs: int, warmup: int, workdir: Path) -> Dict[str, float]:
-    """{backend: median ms} for one model config at one square size."""
-
-    torch.manual_seed(0)
-    model = Model(str(ROOT / cfg) if not Path(cfg).is_file() else cfg).eval()
-    weights = workdir / f"{Path(cfg).stem}.pt"
-    save_checkpoint({"epoch": -1, "model": model}, weights)
-    export.run(weights=[str(weights)], imgsz=(imgsz, imgsz), include=("torchscript", "onnx"))
-
-    im = torch.rand(1, 3, imgsz, imgsz)
-    im_cl = im.contiguous(memory_format=torch.channels_last)
-    fused = prepare_for_inference(copy.deepcopy(model), "cpu")
-    jit = DetectMultiBackend(weights.with_suffix(".torchscript.pt"))
-    ort = DetectMultiBackend(weights.with_suffix(".onnx"))
-    cases = {
-        "eager": lambda: model(im),
-        "fused": lambda: fused(im_cl),
-        "TorchScript": lambda: jit(im),
-        "ONNX Runtime": lambda: ort(im),
-    }
-    with torch.inference_mode():
-        return interleaved_latency_ms(cases, runs, warmup)
-
-
-def format_table(rows: Sequence[tuple]) -> str:
-    lines = ["| model | size | backend | median ms / image | speed-up vs eager | CPU ms / image | CPU speed-up |",
-             "|---|---|---|---|---|---|---|"]
-    for cfg, size, results in rows:
-        eager_wall, eager_cpu = results["eager"]
-        for name, (wall, cpu) in results.items():
-            lines.append(f"| {Path(cfg).stem} | {size} | {name} | {wall:.1f} | {eager_wall / wall:.2f}x | "
-                         f"{cpu:.1f} | {eager_cpu / cpu:.2f}x |")
-    return "\n".join(lines)
-
-
-def parse_opt(argv: List[str] | None = None) -> argparse.Namespace:
+def parse_opt(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--cfg", nargs="+", default=None, help="model yaml(s); default: yolov5s and ShuffleNetV2")
-    p.add_argument("--imgsz", nargs="+", type=int, default=None, help="one size per --cfg")
-    p.add_argument("--runs", type=int, default=30, help="timed passes per backend")
-    p.add_argument("--warmup", type=int, default=5, help="untimed passes per backend")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    p.add_argument("--models", nargs="+", default=list(bench.MODELS),
+                   help=f"any of {', '.join(bench.MODELS)}, a model yaml, or name=checkpoint.pt")
+    p.add_argument("--sizes", nargs="+", type=int, default=[256, 320], help="square input sizes")
+    p.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="thread counts (every runtime)")
+    p.add_argument("--formats", nargs="+", default=list(bench.FORMATS), help="exported formats to time")
+    p.add_argument("--no-int8", action="store_true", help="skip the int8 ONNX / TFLite rows")
+    p.add_argument("--data", default="data/shapes.yaml", help="dataset yaml calibrating the int8 files")
+    p.add_argument("--int8-images", type=int, default=bench.CALIBRATION_IMAGES, help="int8 calibration images")
+    p.add_argument("--runs", type=int, default=20, help="timed passes per backend")
+    p.add_argument("--warmup", type=int, default=3, help="untimed passes per backend")
+    p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     return p.parse_args(argv)
 
 
 def main(opt: argparse.Namespace) -> str:
-    if opt.threads:
-        torch.set_num_threads(opt.threads)
-    cases = list(DEFAULT_CASES) if not opt.cfg else list(zip(opt.cfg, opt.imgsz or [640] * len(opt.cfg)))
-    rows = []
-    with tempfile.TemporaryDirectory() as d:
-        for cfg, size in cases:
-            rows.append((cfg, size, bench_case(cfg, size, opt.runs, opt.warmup, Path(d))))
-    import onnxruntime
-    table = format_table(rows)
-    print(f"\ntorch {torch.__version__} ({torch.get_num_threads()} threads), onnxruntime {onnxruntime.__version__}, "
-          f"batch 1, median of {opt.runs} interleaved runs after {opt.warmup} warm-up\n")
-    print(table)
+    rows = bench.run(models=opt.models, sizes=opt.sizes, threads=opt.threads, runs=opt.runs, warmup=opt.warmup,
+                     formats=opt.formats, int8=not opt.no_int8, data=opt.data, int8_images=opt.int8_images)
+    table = bench.format_table(rows)
+    print(f"\nbatch 1, median (min) of {opt.runs} round-robin runs after {opt.warmup} warm-up passes\n\n{table}")
+    if opt.json:
+        opt.json.write_text(json.dumps(bench.as_dicts(rows), indent=1))
     return table
 
 

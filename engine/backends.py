@@ -1,31 +1,33 @@
-"""Run a detector from any of the weight formats this project writes: ``.pt``, TorchScript, lite interpreter, ONNX.
+"""Run a detector from any weights format this project writes: ``.pt``, TorchScript, lite interpreter, ONNX, ncnn,
+ExecuTorch, TFLite, OpenVINO (and CoreML on macOS).
 
 :class:`DetectMultiBackend` hides the format: every backend returns the decoded ``(bs, N, 5 + nc)`` tensor
-(xywh in input pixels, objectness, class probabilities) that :func:`utils.nms.non_max_suppression` expects.
+(xywh in input pixels, objectness, class probabilities) that :func:`utils.nms.non_max_suppression` expects. The
+format is picked from the file name (``weights_kind``); exported files are run by their format's runner
+(engine/formats/*.py, the same code export.py verifies them with).
 
-Exports made by ``export.py`` carry their metadata (stride, names, class activation, image size, output kind):
-ONNX ``metadata_props`` and a ``config.txt`` extra file inside TorchScript archives. Raw-head exports
-(``export.py --train``) are decoded here with the anchors and class activation recorded in that metadata, so a
-softmax-CE model decoded from raw heads gives the same numbers as its decoded export.
+Exports made by ``export.py`` carry their metadata (stride, names, class activation and groups, image size,
+output kind, anchors), each format in its own way. Raw-head exports (``export.py --train``) are decoded here with
+the anchors and class activation recorded in that metadata, so a softmax-CE or grouped model decoded from raw
+heads gives the same numbers as its decoded export.
 """
 from __future__ import annotations
 
-import ast
-import json
-import warnings
-import zipfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
 import torch.nn as nn
 
 from engine.checkpoint import attempt_load
+from engine.formats import FORMATS
+from engine.formats import onnx as onnx_format
+from engine.formats.base import BackendError, MissingPackageError, Runner, first_line, load_errors
+from engine.formats.torchscript import CONFIG_FILE
 from models.detect import decode_level, make_grid
 from utils.class_activation import check_activation
 from utils.class_groups import ClassGroups, GroupedActivation
-from utils.errors import MissingFileError, UserError
+from utils.errors import MissingFileError
 from utils.log import LOGGER
 from utils.names import class_names
 from utils.precision import Precision, inference_precision
@@ -33,25 +35,34 @@ from utils.torch_utils import prepare_for_inference
 
 PathLike = Union[str, Path]
 
-# Suffix rules, most specific first ('.torchscript.pt' must win over '.pt').
+# Suffix rules, most specific first ('.torchscript.pt' must win over '.pt'); kind -> engine/formats module below.
 _SUFFIXES: Tuple[Tuple[str, str], ...] = (
     (".torchscript.ptl", "ptl"),
     (".torchscript.pt", "jit"),
     (".torchscript", "jit"),
     (".ptl", "ptl"),
     (".onnx", "onnx"),
+    (".ncnn.param", "ncnn"),
+    ("_ncnn_model", "ncnn"),
+    (".pte", "executorch"),
+    (".tflite", "tflite"),
+    ("_openvino_model", "openvino"),
+    (".xml", "openvino"),
+    (".mlpackage", "coreml"),
     (".pt", "pt"),
 )
 SUPPORTED_SUFFIXES = tuple(s for s, _ in _SUFFIXES)
-CONFIG_FILE = "config.txt"  # name of the metadata entry inside TorchScript archives (v7.0 name)
-
-
-class BackendError(UserError, ValueError):
-    """Weights that cannot be run: unsupported suffix, missing metadata, input shape the export cannot take."""
+FOLDER_SUFFIXES = ("_openvino_model", "_ncnn_model", ".mlpackage")  # exports that are folders
+FORMAT_OF_KIND = {"jit": "torchscript", **{k: k for _, k in _SUFFIXES if k not in ("jit", "pt")}}
+KIND_NAMES = {"pt": "PyTorch", "jit": "TorchScript", "ptl": "TorchScript-Lite", "onnx": "ONNX", "ncnn": "ncnn",
+              "executorch": "ExecuTorch", "tflite": "TFLite", "openvino": "OpenVINO", "coreml": "CoreML"}
+__all__ = ["DetectMultiBackend", "BackendError", "weights_kind", "read_metadata", "decode_raw_outputs",
+           "ort_session_options", "CONFIG_FILE", "SUPPORTED_SUFFIXES", "FOLDER_SUFFIXES"]
 
 
 def weights_kind(weights: PathLike) -> str:
-    """'pt' | 'jit' | 'ptl' | 'onnx' from the file name; :class:`BackendError` for anything else."""
+    """'pt' | 'jit' | 'ptl' | 'onnx' | 'ncnn' | 'executorch' | 'tflite' | 'openvino' | 'coreml' from the file
+    name; :class:`BackendError` for anything else."""
     name = Path(str(weights)).name.lower()
     for suffix, kind in _SUFFIXES:
         if name.endswith(suffix):
@@ -59,39 +70,12 @@ def weights_kind(weights: PathLike) -> str:
     raise BackendError(f"unsupported weights '{weights}': the suffix must be one of {', '.join(SUPPORTED_SUFFIXES)}")
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# metadata
-# ----------------------------------------------------------------------------------------------------------------
-def _parse_value(text: str) -> Any:
-    """Metadata values are JSON; upstream v7 writes python reprs (names as {0: 'person'}); plain strings stay."""
-    try:
-        return json.loads(text)
-    except (ValueError, TypeError):
-        pass
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
 def read_metadata(weights: PathLike) -> Dict[str, Any]:
     """Metadata recorded in an exported file ({} when it has none, e.g. a third-party export)."""
-    weights = Path(weights)
     kind = weights_kind(weights)
-    if kind == "onnx":
-        import onnx
-        model = onnx.load(str(weights), load_external_data=False)
-        return {p.key: _parse_value(p.value) for p in model.metadata_props}
-    if kind in ("jit", "ptl"):
-        # A TorchScript / lite archive is a zip whose extra files live under '<archive name>/extra/'. Reading the zip
-        # works for both kinds (the lite loader has no _extra_files argument).
-        with zipfile.ZipFile(weights) as z:
-            entries = [n for n in z.namelist() if n.endswith(f"extra/{CONFIG_FILE}")]
-            if not entries:
-                return {}
-            text = z.read(entries[0]).decode("utf-8")
-        return json.loads(text) if text.strip() else {}
-    return {}
+    if kind == "pt":
+        return {}
+    return FORMATS[FORMAT_OF_KIND[kind]].read_metadata(Path(weights))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -124,26 +108,27 @@ def decode_raw_outputs(raw: Sequence[torch.Tensor], anchors: Sequence[Sequence[f
 
 def ort_session_options():
     """onnxruntime options using as many intra-op threads as torch does (one knob for both runtimes)."""
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    return options
+    return onnx_format.session_options(torch.get_num_threads())
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # the backend
 # ----------------------------------------------------------------------------------------------------------------
 class DetectMultiBackend(nn.Module):
-    """One detector interface over ``.pt`` / TorchScript / lite interpreter / ONNX Runtime (/ OpenCV DNN) weights.
+    """One detector interface over ``.pt`` weights and every exported format (engine/formats).
 
-    Attributes read by detect.py / val.py: ``pt``, ``jit``, ``ptl``, ``onnx``, ``dnn`` (format flags), ``stride``
-    (int, max stride), ``names`` (list), ``nc``, ``cls_act``, ``fp16``, ``device``, ``imgsz`` ((h, w) the export was
-    made at, None for .pt), ``batch_size`` (export batch, None for .pt), ``dynamic``, ``raw`` (export holds raw
-    heads), ``fixed_shape`` ((h, w) every input must have, or None), ``metadata`` (dict), ``model`` (the torch
-    module for .pt / TorchScript), ``precision`` (utils.precision.Precision of the .pt forward).
+    Attributes read by detect.py / val.py: ``pt``, ``jit``, ``ptl``, ``onnx``, ``ncnn``, ``executorch``, ``tflite``,
+    ``openvino``, ``coreml``, ``dnn`` (format flags; ``format`` names the kind), ``stride`` (int, max stride),
+    ``names`` (list), ``nc``, ``cls_act``, ``fp16``, ``device``, ``imgsz`` ((h, w) the export was made at, None for
+    .pt), ``batch_size`` (export batch, None for .pt and batch-generic files), ``dynamic``, ``raw`` (export holds
+    raw heads), ``fixed_shape`` ((h, w) every input must have, or None), ``metadata`` (dict), ``model`` (the torch
+    module for .pt / TorchScript), ``runner`` (the format's runner for exports), ``precision``
+    (utils.precision.Precision of the .pt forward).
 
     ``.pt`` models run in ``precision`` (default: :func:`utils.precision.inference_precision` for the device and
-    ``fp16``: bf16 autocast on CPUs with native bf16, fp16 weights on CUDA with ``fp16``, else fp32).
+    ``fp16``: bf16 autocast on CPUs with native bf16, fp16 weights on CUDA with ``fp16``, else fp32). An exported
+    file that cannot be read (damaged, foreign, its runtime missing) is a :class:`BackendError` /
+    :class:`MissingPackageError` with one line naming it.
     """
 
     def __init__(self, weights: Union[PathLike, Sequence[PathLike]] = "yolov5s.pt",
@@ -157,21 +142,21 @@ class DetectMultiBackend(nn.Module):
         if len(paths) > 1 and any(k != "pt" for k in kinds):
             raise BackendError(f"an ensemble of several weights needs .pt files, got {paths}")
         kind = kinds[0]
+        self.format = kind
         self.device = torch.device(device) if device is not None else torch.device("cpu")
-        self.pt, self.jit, self.ptl, self.onnx = (kind == "pt", kind == "jit", kind == "ptl", kind == "onnx")
+        for k in KIND_NAMES:
+            setattr(self, k, kind == k)  # self.pt, self.jit, self.onnx, self.tflite, ...
         self.dnn = bool(dnn and self.onnx)
         self.engine = False  # TensorRT is not supported; kept because upstream scripts read it
         self.precision = precision or inference_precision(self.device, half=fp16)
         self.fp16 = bool(self.precision.half)  # fp16 weights and inputs (CUDA --half)
         self.weights = paths if len(paths) > 1 else paths[0]
-        if not self.pt and not Path(paths[0]).is_file():  # .pt: attempt_load reports (or downloads) it
+        if not self.pt and not Path(paths[0]).exists():  # .pt: attempt_load reports (or downloads) it
             raise MissingFileError(f"weights not found: '{paths[0]}'")
 
         self.model: Optional[nn.Module] = None
-        self._input_shape: Optional[list] = None
+        self.runner: Optional[Runner] = None
         self._warned_augment = False
-        self.session = None
-        self.net = None
         self.metadata: Dict[str, Any] = {}
         if self.pt:
             self._load_pt(paths, fuse)
@@ -182,6 +167,11 @@ class DetectMultiBackend(nn.Module):
         if not self.names:
             self.names = [f"class{i}" for i in range(self.nc)] if self.nc else []
         self.nc = self.nc or len(self.names)
+
+    @property
+    def kind_name(self) -> str:
+        """'ONNX', 'TFLite', ... for messages."""
+        return KIND_NAMES[self.format]
 
     # -- loading ----------------------------------------------------------------------------------------------
     def _load_pt(self, paths: List[str], fuse: bool) -> None:
@@ -202,46 +192,34 @@ class DetectMultiBackend(nn.Module):
         self.imgsz, self.batch_size = None, None
         self.output_names = ["output"]
 
-    def _load_export(self, w: str, kind: str) -> None:
-        meta = read_metadata(w)
-        self.metadata = meta
-        if kind in ("jit", "ptl"):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # torch's deprecation notices for both loaders
-                if kind == "jit":
-                    model = torch.jit.load(w, map_location=self.device)
-                else:
-                    from torch.jit.mobile import _load_for_lite_interpreter
-                    model = _load_for_lite_interpreter(w, map_location=self.device)
-            if kind == "jit":
-                model = model.half() if self.fp16 else model.float()
-                model.eval()
-            self.model = model
-        elif self.dnn:
-            import cv2
-            self.net = cv2.dnn.readNetFromONNX(w)
-        else:
-            import onnxruntime as ort
-            providers = ["CPUExecutionProvider"]
-            if self.device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-                providers.insert(0, "CUDAExecutionProvider")
-            self.session = ort.InferenceSession(w, sess_options=ort_session_options(), providers=providers)
-            inp = self.session.get_inputs()[0]
-            self._input_name = inp.name
-            self._input_shape = list(inp.shape)  # ints for fixed axes, names (str) / None for dynamic ones
-            self.fp16 = inp.type == "tensor(float16)"
-            self.output_names = [o.name for o in self.session.get_outputs()]
+    def _open_runner(self, w: str, kind: str) -> Runner:
+        """The format's runner; a damaged or foreign file is one BackendError line naming it."""
+        fmt = FORMATS[FORMAT_OF_KIND[kind]]
+        cls = onnx_format.DnnRunner if self.dnn else fmt.RUNNER
+        errors = getattr(fmt, "load_errors", load_errors)()
+        try:
+            return cls(Path(w), device=self.device, half=self.fp16)
+        except (BackendError, MissingPackageError):
+            raise
+        except errors as e:
+            raise BackendError(f"'{w}' is not a readable {KIND_NAMES[kind]} model ({first_line(e)})") from None
 
+    def _load_export(self, w: str, kind: str) -> None:
+        self.runner = self._open_runner(w, kind)
+        meta = self.metadata = self.runner.metadata
+        self.model = getattr(self.runner, "model", None)
+        self.fp16 = bool(self.runner.fp16)
+        self.output_names = list(getattr(self.runner, "output_names", ["output"]))
         self.strides = [float(s) for s in meta.get("strides", [])] or [float(meta.get("stride", 32))]
         self.stride = int(meta.get("stride", max(self.strides)))
         self.names = class_names(meta.get("names"), meta.get("nc"))
         self.nc = int(meta.get("nc", len(self.names)))
-        if not self.nc and self.session is not None:  # no metadata: 5 + nc columns in the decoded output
-            width = self.session.get_outputs()[0].shape[-1]
-            self.nc = width - 5 if isinstance(width, int) and width > 5 else 0
+        width = getattr(self.runner, "output_width", None)
+        if not self.nc and isinstance(width, int) and width > 5:  # no metadata: 5 + nc columns in the output
+            self.nc = width - 5
         self.cls_act = str(meta.get("cls_act", "sigmoid"))
         self.raw = meta.get("output", "decoded") == "raw"
-        self._set_geometry(meta)
+        self._set_geometry(meta, self.runner.input_shape)
         if self.raw and ("anchors" not in meta or "strides" not in meta):
             raise BackendError(f"'{w}' holds raw head outputs but no anchors/strides metadata to decode them; "
                                f"re-export it with export.py (the default decoded output needs no metadata)")
@@ -249,14 +227,15 @@ class DetectMultiBackend(nn.Module):
             LOGGER.warning(f"WARNING: '{w}' has no export metadata: assuming stride 32, sigmoid classes, "
                            f"generic class names (pass --data for names)")
 
-    def _set_geometry(self, meta: Dict[str, Any]) -> None:
+    def _set_geometry(self, meta: Dict[str, Any], input_shape: Optional[List[Any]]) -> None:
         """``imgsz``, ``batch_size`` (None = any batch) and ``dynamic`` (any stride-multiple h, w).
 
-        For ONNX Runtime the graph's input shape is the truth (this also covers files without our metadata);
-        TorchScript / OpenCV DNN rely on the metadata ('imgsz' / 'batch' here, 'shape' in upstream v7 files).
+        When the runtime reports the graph's input shape (ONNX Runtime, TFLite, OpenVINO, ExecuTorch) it is the
+        truth (this also covers files without our metadata); TorchScript and OpenCV DNN rely on the metadata
+        ('imgsz' / 'batch' here, 'shape' in upstream v7 files).
         """
-        if self._input_shape is not None:
-            b, _, h, w = self._input_shape
+        if input_shape is not None:
+            b, _, h, w = input_shape
             fixed_hw = isinstance(h, int) and isinstance(w, int)
             self.dynamic = not fixed_hw
             self.imgsz = (h, w) if fixed_hw else (tuple(meta["imgsz"]) if meta.get("imgsz") else None)
@@ -318,19 +297,7 @@ class DetectMultiBackend(nn.Module):
         return torch.cat(outs, 0)
 
     def _run_export(self, im: torch.Tensor) -> torch.Tensor:
-        if self.jit or self.ptl:
-            x = im.half() if self.fp16 else im.float()
-            y = self.model(x)
-            outputs = list(y) if isinstance(y, (tuple, list)) else [y]
-        elif self.dnn:
-            x = im.cpu().float().numpy()
-            self.net.setInput(x)
-            names = self.net.getUnconnectedOutLayersNames()
-            outputs = [torch.from_numpy(np.ascontiguousarray(o)) for o in self.net.forward(names)]
-        else:
-            x = im.cpu().numpy().astype(np.float16 if self.fp16 else np.float32)
-            outputs = [torch.from_numpy(o) for o in self.session.run(None, {self._input_name: x})]
-        outputs = [o.to(self.device) for o in outputs]
+        outputs = [o.to(self.device) for o in self.runner(im)]
         if self.raw:
             return decode_raw_outputs(outputs, self.metadata["anchors"], self.metadata["strides"], self.cls_act,
                                       self.metadata.get("cls_groups"))
@@ -338,11 +305,10 @@ class DetectMultiBackend(nn.Module):
         return next(o for o in outputs if o.ndim == 3)
 
     def warmup(self, imgsz: Tuple[int, int, int, int] = (1, 3, 640, 640)) -> None:
-        """One forward pass on zeros so the first real image is timed fairly (lazy init, ORT graph setup)."""
+        """One forward pass on zeros so the first real image is timed fairly (lazy init, graph set-up)."""
         if self.fixed_shape is not None:
             imgsz = (self.batch_size or imgsz[0], 3, *self.fixed_shape)
-        im = torch.zeros(imgsz, dtype=torch.half if (self.fp16 and not self.onnx) else torch.float,
-                         device=self.device)
+        im = torch.zeros(imgsz, dtype=torch.half if (self.fp16 and self.pt) else torch.float, device=self.device)
         with torch.no_grad():
             self.forward(im)
 

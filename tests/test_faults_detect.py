@@ -171,9 +171,9 @@ def test_sources_that_give_nothing(files, tmp_path, log_lines, case):
 @pytest.mark.parametrize("name,content,message", [
     ("model.h5", b"x", "unsupported weights"),
     ("garbage.pt", b"not a checkpoint", "is not a checkpoint"),
-    ("garbage.onnx", b"\x08\x07\xff\xff\xff garbage", "is not a readable onnx model"),
-    ("garbage.torchscript", b"PK not a zip", "is not a readable jit model"),
-    ("garbage.ptl", b"", "is not a readable ptl model"),
+    ("garbage.onnx", b"\x08\x07\xff\xff\xff garbage", "is not a readable ONNX model"),
+    ("garbage.torchscript", b"PK not a zip", "is not a readable TorchScript model"),
+    ("garbage.ptl", b"", "is not a readable TorchScript-Lite model"),
     ("absent.pt", None, "weights not found"),
 ])
 def test_weights_that_cannot_be_run(files, tmp_path, log_lines, name, content, message):

@@ -2,13 +2,12 @@
 precision of utils/precision.py, the inference size, and the optional feature-map dumper (``--visualize``)."""
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from engine.backends import BackendError, DetectMultiBackend, weights_kind
+from engine.backends import DetectMultiBackend
 from engine.cli import FlagError
 from utils.checks import check_img_size
 from utils.log import LOGGER
@@ -32,37 +31,16 @@ def pick_precision(device: torch.device, half: bool, fp32: bool) -> Precision:
         raise FlagError(str(e)) from None
 
 
-def _export_load_errors(kind: str) -> tuple:
-    """What loading a damaged exported file raises (torch.jit / zipfile / protobuf / onnxruntime)."""
-    errors: list = [zipfile.BadZipFile, RuntimeError, EOFError]
-    if kind == "onnx":
-        try:
-            from google.protobuf.message import DecodeError
-            from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, InvalidProtobuf
-            errors += [DecodeError, Fail, InvalidGraph, InvalidProtobuf]
-        except ImportError:
-            pass
-    return tuple(errors)
-
-
 def load_model(weights: Sequence[str], device: torch.device, precision: Precision, dnn: bool = False,
                data: Optional[str] = None) -> DetectMultiBackend:
-    """DetectMultiBackend over ``weights``; an exported file that cannot be read is a :class:`BackendError`."""
-    kind = weights_kind(weights[0])
-    try:
-        return DetectMultiBackend(list(weights), device=device, dnn=dnn, data=data, precision=precision)
-    except _export_load_errors(kind) as e:
-        if kind == "pt":
-            raise
-        raise BackendError(f"'{weights[0]}' is not a readable {kind} model ({type(e).__name__}: "
-                           f"{str(e).splitlines()[0] if str(e) else 'damaged file'})") from None
+    """DetectMultiBackend over ``weights`` (an exported file that cannot be read is its BackendError)."""
+    return DetectMultiBackend(list(weights), device=device, dnn=dnn, data=data, precision=precision)
 
 
 def precision_line(model: DetectMultiBackend, half: bool, fp32: bool) -> str:
     """The start-up line naming the precision the model runs in, and why."""
     if not model.pt:
-        kind = "ONNX" if model.onnx else "TorchScript"
-        return f"Precision: {'fp16' if model.fp16 else 'fp32'} ({kind} weights run as exported)"
+        return f"Precision: {'fp16' if model.fp16 else 'fp32'} ({model.kind_name} weights run as exported)"
     p = model.precision
     if half or fp32:
         why = "--half" if half else "--fp32"

@@ -123,7 +123,7 @@ def check_weights(weights: Union[str, Path, Sequence, None]) -> None:
     if weights is None or not paths:
         raise FlagError("--weights: no weights given")
     for w in paths:
-        if Path(str(w)).is_dir():
+        if Path(str(w)).is_dir() and not str(w).rstrip("/\\").lower().endswith(backends.FOLDER_SUFFIXES):
             raise FlagError(f"--weights '{w}' is a directory: pass a weights file "
                             f"({', '.join(backends.SUPPORTED_SUFFIXES)})")
         backends.weights_kind(w)
