@@ -163,7 +163,6 @@ def latency_table(img: int, runs: int, warmup: int) -> None:
                 fast(x)
             ms = statistics.median(_time_ms(lambda: fast(x)) for _ in range(runs))
         print(f"| {Path(cfg).stem} | {params:,} ({fused_params:,}) | {gflops:.1f} | {ms:.0f} |", flush=True)
-        del model, fast
 
 
 # ---------------------------------------------------------------------------------------------- val --task speed

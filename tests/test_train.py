@@ -221,7 +221,7 @@ def run_cli(args, caplog):
 ])
 def test_bad_input_one_clear_error(case, needle, tiny, tmp_path, caplog, monkeypatch, no_determinism):
     monkeypatch.chdir(tmp_path)
-    data, extra = tiny["data"], []
+    data = tiny["data"]
     if case == "unknown_data":
         data = tmp_path / "nope.yaml"
     elif case == "names_mismatch":
