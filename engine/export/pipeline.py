@@ -287,6 +287,7 @@ def summarise(results: List[Result], seconds: float) -> None:
     LOGGER.info(f"\nExport complete ({seconds:.1f}s), {len(results)} file(s):")
     for r in results:
         LOGGER.info(f"  {r.fmt:<16} {str(r.file):<60} {r.mb:7.2f} MB  {r.check}")
-    if results:
-        last = results[-1].file
+    runnable = [r for r in results if r.fmt != "coreml"]  # Core ML runs on macOS / iOS only
+    if runnable:
+        last = runnable[-1].file
         LOGGER.info(f"Detect:   python detect.py --weights {last}\nValidate: python val.py --weights {last}")
