@@ -117,3 +117,28 @@ def test_diagnose_dataset_reads_a_split(tmp_path):
     (img / "background.jpg").write_bytes(b"")  # no label file: skipped
     s = diagnose_dataset({"train": str(img), "names": NESTED_NAMES, "nc": 4})
     assert s.files == 4 and s.loss == "grouped" and s.multilabel_boxes == 6
+
+
+def test_training_start_up_diagnosis_gives_the_ce_warning_from_the_same_scan(log_lines):
+    """The trainer prints the diagnosis and, with ce, the multi-label warning of utils.loss.warn_multilabel,
+    naming the same files, from one scan of the labels; no warning with bce or on one-class boxes."""
+    from types import SimpleNamespace
+
+    from engine.train.model_setup import log_label_diagnosis
+    from utils.loss import warn_multilabel
+    labels, files = nested_labels()
+    dataset = SimpleNamespace(labels=labels, label_files=files)
+    log_label_diagnosis(dataset, NESTED_NAMES, "ce")
+    ce_lines = list(log_lines)
+    warnings = [ln for ln in ce_lines if "cannot learn multi-label boxes" in ln]
+    assert len(warnings) == 1 and any(ln.startswith("Recommendation: --cls-loss grouped") for ln in ce_lines)
+    log_lines.clear()
+    assert warn_multilabel(labels, files, "ce") == files  # every file holds a multi-label box
+    assert log_lines == warnings  # word for word the warning warn_multilabel gives
+    log_lines.clear()
+    log_label_diagnosis(dataset, NESTED_NAMES, "bce")
+    assert log_lines and not any("cannot learn multi-label boxes" in ln for ln in log_lines)
+    log_lines.clear()
+    single = SimpleNamespace(labels=arrays([box(0, 0.1)], [box(1, 0.3)]), label_files=["a.txt", "b.txt"])
+    log_label_diagnosis(single, NESTED_NAMES, "ce")
+    assert log_lines and not any("cannot learn multi-label boxes" in ln for ln in log_lines)

@@ -325,10 +325,17 @@ def warn_multilabel(labels: Sequence[np.ndarray], files: Sequence[str], cls_loss
     if get_cls_loss({"cls_loss": cls_loss}) != "ce":
         return []
     found = find_multilabel_boxes(labels, files)
-    if found:
-        listed = ", ".join(f"{f} ({n})" for f, n in list(found.items())[:max_listed])
-        more = f" and {len(found) - max_listed} more files" if len(found) > max_listed else ""
-        LOGGER.warning(f"WARNING: cls_loss=ce (softmax cross-entropy) cannot learn multi-label boxes, but "
-                       f"{sum(found.values())} boxes in {len(found)} label files carry several classes: "
-                       f"{listed}{more}. Use --cls-loss bce for multi-label data, or keep one class per box.")
+    warn_multilabel_files(found, max_listed)
     return list(found)
+
+
+def warn_multilabel_files(found: Mapping[str, int], max_listed: int = 10) -> None:
+    """The CE warning for ``found`` (label file -> boxes with several classes, as :func:`find_multilabel_boxes`
+    or ``data.diagnosis.ClassStructure.multilabel_files`` give it); nothing when it is empty."""
+    if not found:
+        return
+    listed = ", ".join(f"{f} ({n})" for f, n in list(found.items())[:max_listed])
+    more = f" and {len(found) - max_listed} more files" if len(found) > max_listed else ""
+    LOGGER.warning(f"WARNING: cls_loss=ce (softmax cross-entropy) cannot learn multi-label boxes, but "
+                   f"{sum(found.values())} boxes in {len(found)} label files carry several classes: "
+                   f"{listed}{more}. Use --cls-loss bce for multi-label data, or keep one class per box.")

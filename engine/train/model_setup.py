@@ -10,11 +10,12 @@ import torch
 import torch.nn as nn
 import yaml
 
-from engine.checkpoint import CheckpointError, checkpoint_state_dict, load_checkpoint
 from data.diagnosis import diagnose_labels
+from engine.checkpoint import CheckpointError, checkpoint_state_dict, load_checkpoint
 from engine.train.options import TrainError
 from models.model import Model
 from utils.log import LOGGER
+from utils.loss import warn_multilabel_files
 from utils.torch_utils import ModelEMA, intersect_dicts
 
 
@@ -94,10 +95,14 @@ def check_labels(dataset: Any, nc: int, data: str) -> None:
                              f"(possible class labels are 0-{nc - 1})")
 
 
-def log_label_diagnosis(dataset: Any, names: Any) -> None:
-    """Print what the training labels say about the class loss (a recommendation only: nothing is switched)."""
-    for line in diagnose_labels(dataset.labels, dataset.label_files, names).lines():
+def log_label_diagnosis(dataset: Any, names: Any, cls_loss: str) -> None:
+    """Print what the training labels say about the class loss (a recommendation only: nothing is switched);
+    with ``ce``, warn about the label files whose boxes carry several classes (one scan of the labels for both)."""
+    structure = diagnose_labels(dataset.labels, dataset.label_files, names)
+    for line in structure.lines():
         LOGGER.info(line)
+    if cls_loss == "ce":
+        warn_multilabel_files(structure.multilabel_files)
 
 
 def warn_without_names(data_file: str) -> None:

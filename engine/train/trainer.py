@@ -44,7 +44,7 @@ from utils.distributed import LOCAL_RANK, RANK, WORLD_SIZE, broadcast_object, co
 from utils.figures import try_plot
 from utils.log import LOGGER, colorstr
 from utils.loggers import Loggers
-from utils.loss import CLS_ACTIVATION, ComputeLoss, warn_multilabel
+from utils.loss import CLS_ACTIVATION, ComputeLoss
 from utils.metrics import fitness
 from utils.plots import plot_images, plot_labels
 from utils.precision import Precision, training_precision
@@ -257,9 +257,7 @@ class Trainer:
             self.ema.ema.set_class_activation(activation, groups)
         self.compute_loss = ComputeLoss(m)
         if self.main_rank:
-            log_label_diagnosis(self.dataset, self.names)
-        if hyp["cls_loss"] == "ce":
-            warn_multilabel(self.dataset.labels, self.dataset.label_files, "ce")
+            log_label_diagnosis(self.dataset, self.names, hyp["cls_loss"])
         self.nw = max(round(hyp.get("warmup_epochs", 3.0) * self.nb), 100)  # warmup iterations (v7.0 minimum 100)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.scaler)
         self.stopper = EarlyStopping(patience=self.opt.patience)
@@ -421,14 +419,8 @@ class Trainer:
             self.state.best_epoch = self.state.epoch
         if periodic and self.opt.save_period > 0 and epoch >= 0 and epoch % self.opt.save_period == 0:
             paths.append(self.wdir / f"epoch{epoch}.pt")
-        for path in paths:
-            self.write_checkpoint(ckpt, path)
-
-    @staticmethod
-    def write_checkpoint(ckpt: Dict[str, Any], path: Path) -> None:
-        """save_checkpoint: atomic; a full disk or a permission error is a CheckpointSaveError (a UserError: one
-        line naming the path and the cause, the previous file kept)."""
-        save_checkpoint(ckpt, path)
+        for path in paths:  # a full disk or a permission error: CheckpointSaveError, the previous file kept
+            save_checkpoint(ckpt, path)
 
     def interrupt(self, completed_epoch: int, where: str) -> None:
         """Save last.pt at a safe point after a stop signal, say how to resume, raise :class:`Interrupted`."""
