@@ -45,8 +45,8 @@ class Invocation:
     """One command of a bash block that runs a project file: ``python x.py --flags``, ``torchrun ... x.py``,
     ``bash x.sh`` or ``pip install -r x.txt``."""
     where: str  # page:line
-    kind: str  # "script" | "file"
-    path: str
+    kind: str  # "script" | "files"
+    path: str  # the script, or the files separated by spaces
     flags: tuple
 
 
@@ -95,11 +95,10 @@ def invocation(tokens: List[str], where: str) -> Optional[Invocation]:
     elif prog == "torchrun":
         pass
     elif prog == "bash" and args and not args[0].startswith("-"):
-        return Invocation(where, "file", args[0], ())
+        return Invocation(where, "files", args[0], ())
     elif prog == "pip" and args[:1] == ["install"]:
         reqs = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "-r"]
-        return Invocation(where, "file", reqs[0], ()) if len(reqs) == 1 else (
-            Invocation(where, "files", " ".join(reqs), ()) if reqs else None)
+        return Invocation(where, "files", " ".join(reqs), ()) if reqs else None
     else:
         return None
     scripts = [i for i, a in enumerate(args) if a.endswith(".py") and not a.startswith("-")]
@@ -124,7 +123,8 @@ def doc_pages() -> List[Path]:
 
 
 def all_invocations() -> List[Invocation]:
-    return [inv for p in doc_pages() for inv in invocations(p.read_text(encoding="utf-8"), p.relative_to(ROOT).as_posix())]
+    return [inv for p in doc_pages()
+            for inv in invocations(p.read_text(encoding="utf-8"), p.relative_to(ROOT).as_posix())]
 
 
 # --help of many scripts, in one interpreter (torch is imported once): each script runs as __main__ with
