@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Set
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -29,8 +30,9 @@ MAIN_COMMAND = (
 MAIN_FINAL_LINE = "Speed: 0.5ms pre-process, 8.9ms inference, 1.1ms NMS per image at shape (32, 3, 256, 256)"
 TEST_COMMAND_PREFIX = "python3 -m venv .venv && . .venv/bin/activate && pip install "
 
-# a ```bash fence (possibly indented inside a list item) and its body
-BASH_FENCE = re.compile(r"^(?P<indent>[ \t]*)```bash[ \t]*\n(?P<body>.*?)^(?P=indent)```[ \t]*$", re.M | re.S)
+# a ```bash (```python, ```yaml) fence, possibly indented inside a list item, and its body
+FENCE = r"^(?P<indent>[ \t]*)```{lang}[ \t]*\n(?P<body>.*?)^(?P=indent)```[ \t]*$"
+BASH_FENCE = re.compile(FENCE.format(lang="bash"), re.M | re.S)
 # option strings as argparse prints them in --help (usage line, option list, descriptions)
 HELP_OPTION = re.compile(r"(?<![\w-])--[A-Za-z0-9][\w-]*")
 SHELL_KEYWORDS = {"do", "then", "else", "time", "exec", "!"}
@@ -50,9 +52,9 @@ class Invocation:
     flags: tuple
 
 
-def bash_blocks(text: str) -> Iterator[tuple]:
-    """(line number of the block's first line, dedented body) of every ```bash fence."""
-    for m in BASH_FENCE.finditer(text):
+def fenced_blocks(text: str, fence: re.Pattern = BASH_FENCE) -> Iterator[tuple]:
+    """(line number of the block's first line, dedented body) of every ```bash fence (or ``fence``)."""
+    for m in fence.finditer(text):
         line = text.count("\n", 0, m.start("body")) + 1
         yield line, textwrap.dedent(m.group("body"))
 
@@ -110,7 +112,7 @@ def invocation(tokens: List[str], where: str) -> Optional[Invocation]:
 
 def invocations(text: str, page: str) -> List[Invocation]:
     found = []
-    for line, body in bash_blocks(text):
+    for line, body in fenced_blocks(text):
         for offset, tokens in shell_commands(body):
             inv = invocation(tokens, f"{page}:{line + offset}")
             if inv is not None:
@@ -222,7 +224,7 @@ def helps(docs_invocations) -> Dict[str, Optional[str]]:
 def test_readme_is_short_and_keeps_the_quick_start():
     text = README.read_text(encoding="utf-8")
     assert len(text.encode("utf-8")) <= README_MAX_BYTES, f"README.md is {len(text.encode())} bytes (max 12 KB)"
-    blocks = [body.strip() for _, body in bash_blocks(text)]
+    blocks = [body.strip() for _, body in fenced_blocks(text)]
     assert MAIN_COMMAND in blocks, "the README lost the quick-start main command (verbatim)"
     assert MAIN_FINAL_LINE in text, "the README lost the main command's expected final line"
     assert "mkdocs serve" in text
@@ -237,7 +239,7 @@ def test_readme_test_command_does_what_ci_does():
     ci_reqs = set(re.findall(r"-r\s+(\S+\.txt)", ci))
     assert ci_reqs >= {"requirements.txt", "requirements-test.txt", "requirements-export.txt"}
     assert re.search(r"^python -m pytest\s*$", ci, re.M)
-    commands = [b.strip() for _, b in bash_blocks(README.read_text()) if b.strip().startswith(TEST_COMMAND_PREFIX)
+    commands = [b.strip() for _, b in fenced_blocks(README.read_text()) if b.strip().startswith(TEST_COMMAND_PREFIX)
                 and b.strip().endswith("&& python -m pytest")]
     assert len(commands) == 1, "the README's test command (venv, pip install -r ..., python -m pytest) is missing"
     assert set(re.findall(r"-r\s+(\S+\.txt)", commands[0])) == ci_reqs
@@ -272,6 +274,16 @@ def test_documented_commands_run_as_shown(docs_invocations, helps):
     scripts = {i.path for i in docs_invocations if i.kind == "script"}
     assert len(docs_invocations) > 40 and {"train.py", "val.py", "detect.py", "export.py", "compare.py"} <= scripts
     assert problems(docs_invocations, helps) == []
+
+
+def test_python_and_yaml_examples_parse():
+    """The ```python snippets are valid Python and the ```yaml examples valid yaml."""
+    for page in doc_pages():
+        text = page.read_text(encoding="utf-8")
+        for line, body in fenced_blocks(text, re.compile(FENCE.format(lang="python"), re.M | re.S)):
+            compile(body, f"{page.name}:{line}", "exec")
+        for line, body in fenced_blocks(text, re.compile(FENCE.format(lang="yaml"), re.M | re.S)):
+            assert isinstance(yaml.safe_load(body), dict), f"{page.name}:{line}"
 
 
 BAD_PAGE = """
