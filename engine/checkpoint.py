@@ -1,7 +1,7 @@
 """Checkpoints: the project format, atomic saving, loading (also of upstream YOLOv5 ``.pt`` files) and
 ``attempt_load``.
 
-Project format (see docs/ARCHITECTURE.md): ``torch.save`` of a dict holding only tensors and plain Python data, so it
+Project format (see docs/architecture.md): ``torch.save`` of a dict holding only tensors and plain Python data, so it
 loads with ``torch.load(weights_only=True)``. Models are stored as *records* (yaml dict + state_dict + metadata, incl.
 the class activation ``cls_act``) and rebuilt from their yaml on load, never unpickled as objects. Upstream files
 (pickled module trees) are read by the allow-list loader of engine/safe_load.py and upgraded to the current layout.

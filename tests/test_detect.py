@@ -270,7 +270,7 @@ DEMO = ROOT / "weights" / "demo-shufflenetv2-shapes.pt"
 def test_demo_bf16_matches_fp32_box_by_box():
     """Accuracy of bf16 inference (issue 10): the demo detector on data/images, forced bf16 (--half on CPU)
     against exact fp32, through detect's pipeline without the final pixel rounding: the same boxes, each with
-    IoU >= 0.99 and the same class (measured: min IoU 0.991, max |conf diff| 0.011; docs/drafts/detect.md)."""
+    IoU >= 0.99 and the same class (measured: min IoU 0.991, max |conf diff| 0.011; docs/cpu-speed.md)."""
     from data.augmentations import letterbox
     from engine.backends import DetectMultiBackend
     from utils.metrics import box_iou
