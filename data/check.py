@@ -20,9 +20,9 @@ if __package__ in (None, ""):  # run as `python data/check.py`: import the proje
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from data.check_report import summary_lines, write_report  # noqa: E402
+from engine.cli import run_cli  # noqa: E402
 from data.config import SPLITS, DatasetError, check_dataset  # noqa: E402
 from data.dataset_check import CheckReport, CheckSettings, run_checks, split_from_path  # noqa: E402
-from utils.errors import UserError  # noqa: E402
 from utils.files import increment_path  # noqa: E402
 from utils.log import LOGGER, colorstr  # noqa: E402
 
@@ -71,13 +71,7 @@ def check(opt: argparse.Namespace) -> CheckReport:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Command line; a dataset that cannot be read is one ``ERROR:`` line and exit status 1."""
-    opt = parse_opt(argv)
-    try:
-        check(opt)
-    except UserError as e:
-        LOGGER.error(f"{colorstr('red', 'bold', 'ERROR:')} {e}")
-        return 1
-    return 0
+    return run_cli(check, parse_opt(argv))
 
 
 if __name__ == "__main__":

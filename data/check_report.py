@@ -22,7 +22,8 @@ def markdown(report: CheckReport) -> str:
     lines = ["# Dataset check", "",
              f"Settings: --img {s.img_size}, --min-boxes {s.min_boxes}, --min-pixels {s.min_pixels:g}, "
              f"--max-aspect {s.max_aspect:g}", "",
-             "| split | images | boxes | label files found | missing | empty | dropped |", "|---|---|---|---|---|---|---|"]
+             "| split | images | boxes | label files found | missing | empty | dropped |",
+             "|---|---|---|---|---|---|---|"]
     for name, d in report.splits.items():
         lf = d["label_files"]
         lines.append(f"| {name} | {d['images']} | {d['boxes']} | {lf['found']} | {lf['missing']} | {lf['empty']} | "

@@ -23,8 +23,8 @@ if __package__ in (None, ""):  # run as `python data/convert.py`: import the pro
 from data.converters import READERS  # noqa: E402
 from data.converters.base import ConvertError, names_from_option  # noqa: E402
 from data.converters.writer import MODES, Summary, write_dataset  # noqa: E402
-from utils.errors import UserError  # noqa: E402
-from utils.log import LOGGER, colorstr  # noqa: E402
+from engine.cli import run_cli  # noqa: E402
+from utils.log import LOGGER  # noqa: E402
 
 
 def split_path(value: str) -> Tuple[Optional[str], Path]:
@@ -66,14 +66,8 @@ def run(opt: argparse.Namespace) -> Summary:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Command line; bad input is one ``ERROR:`` line and exit status 1 (nothing written under --out)."""
-    opt = parse_opt(argv)
-    try:
-        run(opt)
-    except UserError as e:
-        LOGGER.error(f"{colorstr('red', 'bold', 'ERROR:')} {e}")
-        return 1
-    return 0
+    """Command line; bad input is one ``ERROR:`` line and exit status 1."""
+    return run_cli(run, parse_opt(argv))
 
 
 if __name__ == "__main__":

@@ -132,7 +132,8 @@ def test_labelme_rectangles_polygons_and_names_order(tmp_path, caplog):
                                                     "shapes": [{"label": "cat", "shape_type": "rectangle",
                                                                 "points": [[0, 0], [40, 30]]}]}))
     out = tmp_path / "out"
-    assert run("--from", "labelme", "--annotations", src, "--out", out, "--names", "cat,dog", "--val-fraction", "0") == 0
+    assert run("--from", "labelme", "--annotations", src, "--out", out, "--names", "cat,dog",
+               "--val-fraction", "0") == 0
     assert yaml.safe_load((out / "data.yaml").read_text())["names"] == ["cat", "dog"]
     ds = read_dataset(out)["train"]
     assert_boxes(ds["a"], [1, 0], [BOXES_A[0], (10, 0, 64, 12.25)])
