@@ -302,3 +302,16 @@ def test_voc2yolo_wrapper_keeps_its_command_line(tmp_path):
                         "--split", "train=VOC2012:trainval"], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0 and "train: 1 images" in r.stdout, r.stderr
     assert_boxes(read_dataset(tmp_path / "VOC")["train"]["x1"], [14], [(3, 4, 20, 30)])  # person = 14
+
+
+def test_annotation_size_differs_from_image(tmp_path, caplog):
+    """Images downscaled after labelling: boxes keep their place (normalised by the annotated size), and it is said."""
+    src = tmp_path / "lm"
+    image(src / "a.jpg", 64, 48)
+    (src / "a.json").write_text(json.dumps({"imagePath": "a.jpg", "imageWidth": 128, "imageHeight": 96, "shapes": [
+        {"label": "dog", "shape_type": "rectangle", "points": [[6, 8], [41, 60]]}]}))
+    out = tmp_path / "out"
+    assert run("--from", "labelme", "--annotations", src, "--out", out, "--val-fraction", "0") == 0
+    assert_boxes(read_dataset(out)["train"]["a"], [0], [(3, 4, 20.5, 30)])  # half of the drawn box
+    assert f"{src / 'a.json'}: image size 128x96 in the annotation, 64x48 in" in caplog.text
+    assert "WARNING: 1 images differ in size from their annotation" in caplog.text

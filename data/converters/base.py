@@ -14,10 +14,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from PIL import Image
 
+from data.label_cache import exif_size
 from utils.errors import UserError
 from utils.files import walk_files
 
@@ -62,6 +63,7 @@ class Conversion:
     notes: List[str] = field(default_factory=list)  # '<file>: <annotation>: clipped / skipped ... (why)'
     skipped: Dict[str, int] = field(default_factory=dict)  # reason -> boxes left out
     clipped: int = 0
+    size_mismatch: int = 0  # images whose annotated size differs from the file's
 
     def skip(self, where: str, reason: str, detail: str = "") -> None:
         """Record an annotation left out, with a short ``reason`` (counted) and an optional detail."""
@@ -127,13 +129,26 @@ class ImageIndex:
         return matches[0] if matches else None
 
 
-def image_size(file: Path) -> Tuple[int, int]:
-    """(width, height) from the image header; ConvertError when it cannot be read."""
+def image_size(conv: "Conversion", where: str, file: Path, width: Any, height: Any) -> Tuple[int, int]:
+    """The size boxes are normalised by: the annotation's ``width`` x ``height`` when it has one (boxes were drawn
+    in that frame, e.g. before the images were downscaled), else the image's. A size that differs from the image
+    (after its EXIF rotation, as training reads it) is noted; an unreadable image is a ConvertError."""
     try:
         with Image.open(file) as im:
-            return im.size
+            real = exif_size(im)
     except Exception as e:  # PIL raises many kinds on a damaged or foreign file
-        raise ConvertError(f"{file}: cannot read the image ({e})") from None
+        raise ConvertError(f"{where}: cannot read the image {file} ({e})") from None
+    try:
+        given = (int(float(width)), int(float(height)))
+    except (TypeError, ValueError):
+        given = (0, 0)
+    if given[0] <= 0 or given[1] <= 0:  # absent, or 0 as labelImg writes when it could not read the image
+        return real
+    if given != real:
+        conv.size_mismatch += 1
+        conv.notes.append(f"{where}: image size {given[0]}x{given[1]} in the annotation, {real[0]}x{real[1]} in "
+                          f"{file} (boxes normalised by the annotation's size)")
+    return given
 
 
 def missing_image(annotation_file: Path, name: str, what: str, index: ImageIndex) -> ConvertError:

@@ -86,9 +86,7 @@ def read_file(file: Path, split: Optional[str], index: ImageIndex, conv: Optiona
         path = index.find(str(im["file_name"]))
         if path is None:
             raise missing_image(file, str(im["file_name"]), f"image id {im['id']}", index)
-        w, h = im.get("width"), im.get("height")
-        if not (isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0):
-            w, h = image_size(path)
+        w, h = image_size(conv, f"{file}: image id {im['id']}", path, im.get("width"), im.get("height"))
         images[im["id"]] = ImageRecord(path, w, h, split=split)
     for i, a in enumerate(_list(d, "annotations", file)):
         if not isinstance(a, dict):

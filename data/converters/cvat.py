@@ -73,10 +73,7 @@ def read_file(file: Path, index: ImageIndex, names: NameTable, conv: Conversion)
         path = index.find(name, near=file.parent)
         if path is None:
             raise missing_image(file, name, f"image id {el.attrib.get('id', '?')}", index)
-        try:
-            w, h = int(el.attrib["width"]), int(el.attrib["height"])
-        except (KeyError, ValueError):
-            w, h = image_size(path)
+        w, h = image_size(conv, where, path, el.attrib.get("width"), el.attrib.get("height"))
         im = ImageRecord(path, w, h, split=normalise_split(el.attrib.get("subset")))
         for k, shape in enumerate(el):
             swhere = f"{where}: {shape.tag} {k} ('{shape.attrib.get('label', '')}')"

@@ -55,9 +55,7 @@ def read_file(file: Path, split: Optional[str], index: ImageIndex, names: NameTa
     path = index.find(str(d["imagePath"]), near=file.parent)
     if path is None:
         raise missing_image(file, str(d["imagePath"]), "imagePath", index)
-    w, h = d.get("imageWidth"), d.get("imageHeight")
-    if not (isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0):
-        w, h = image_size(path)
+    w, h = image_size(conv, str(file), path, d.get("imageWidth"), d.get("imageHeight"))
     im = ImageRecord(path, w, h, split=split)
     for i, s in enumerate(d["shapes"]):
         where = f"{file}: shape {i}"

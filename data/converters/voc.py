@@ -65,12 +65,7 @@ def read_file(file: Path, split: Optional[str], index: ImageIndex, names: NameTa
     path = index.find(name, near=jpeg_dir if jpeg_dir.is_dir() else file.parent)
     if path is None:
         raise missing_image(file, name, "filename", index)
-    try:
-        w, h = int(float(root.findtext("size/width"))), int(float(root.findtext("size/height")))
-    except (TypeError, ValueError):
-        w, h = 0, 0
-    if w <= 0 or h <= 0:  # labelImg writes 0 when it could not read the image
-        w, h = image_size(path)
+    w, h = image_size(conv, str(file), path, root.findtext("size/width"), root.findtext("size/height"))
     im = ImageRecord(path, w, h, split=split)
     for k, obj in enumerate(root.iter("object")):
         label = (obj.findtext("name") or "").strip()

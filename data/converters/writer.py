@@ -41,6 +41,9 @@ class Summary:
         skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(conv.skipped.items()))
         out.append(f"Skipped {sum(conv.skipped.values())} annotations" + (f" ({skipped})" if skipped else "")
                    + f"; clipped {conv.clipped} boxes to their image")
+        if conv.size_mismatch:
+            out.append(f"WARNING: {conv.size_mismatch} images differ in size from their annotation (listed below "
+                       f"and in conversion.txt): check that the annotations belong to these images")
         empty = [n for n, k in zip(conv.names, self.class_boxes) if k == 0]
         if empty:
             out.append(f"WARNING: classes without any box: {', '.join(empty)}")
