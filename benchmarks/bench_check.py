@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import resource
 import shutil
 import statistics
@@ -70,7 +71,7 @@ def make_dataset(root: Path, n: int, seed: int = 0) -> Path:
 
 
 def run_check(yaml_file: Path, project: Path, cold: bool) -> tuple:
-    """(wall s, CPU s of the child) of one ``data/check.py`` run."""
+    """(wall s, CPU s of the child, the check's own wall s after its imports) of one ``data/check.py`` run."""
     if cold:
         for c in (yaml_file.parent / "labels").glob("*.cache"):
             c.unlink()
@@ -82,7 +83,8 @@ def run_check(yaml_file: Path, project: Path, cold: bool) -> tuple:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if r.returncode:
         raise SystemExit(r.stdout[-2000:] + r.stderr[-2000:])
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    own = re.search(r"Checked in ([\d.]+)s", r.stdout + r.stderr)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), float(own.group(1))
 
 
 def main(argv=None) -> None:
@@ -96,16 +98,24 @@ def main(argv=None) -> None:
         yaml_file = make_dataset(tmp / "ds", a.images)
         size = sum(f.stat().st_size for f in (tmp / "ds" / "images").rglob("*.jpg")) / a.images / 1e3
         print(f"dataset: {a.images} images (mean {size:.1f} kB) written in {time.perf_counter() - t:.1f}s; "
-              f"{os.cpu_count()} CPUs")
+              f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
         times = {"cold": [], "warm": []}
         for k in range(a.runs):
             for mode in ("cold", "warm"):  # alternating, so both see the same machine load
-                wall, cpu = run_check(yaml_file, tmp / "runs", cold=mode == "cold")
-                times[mode].append((wall, cpu))
-                print(f"run {k + 1} {mode}: {wall:.1f}s wall, {cpu:.1f}s CPU")
+                wall, cpu, own = run_check(yaml_file, tmp / "runs", cold=mode == "cold")
+                times[mode].append((wall, cpu, own))
+                print(f"run {k + 1} {mode}: {wall:.1f}s wall ({own:.1f}s after the imports), {cpu:.1f}s CPU",
+                      flush=True)
         for mode, v in times.items():
-            print(f"{mode}: median {statistics.median(w for w, _ in v):.1f}s wall, "
-                  f"{statistics.median(c for _, c in v):.1f}s CPU ({len(v)} runs)")
+            print(f"{mode}: median {statistics.median(t[0] for t in v):.1f}s wall "
+                  f"({statistics.median(t[2] for t in v):.1f}s after the imports), "
+                  f"{statistics.median(t[1] for t in v):.1f}s CPU ({len(v)} runs)")
+        t = time.perf_counter()
+        cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run([sys.executable, "-c", "import torch, cv2, matplotlib.pyplot"], check=True)
+        cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        print(f"for reference, importing torch, cv2 and matplotlib: {time.perf_counter() - t:.1f}s wall, "
+              f"{cpu1.ru_utime - cpu0.ru_utime + cpu1.ru_stime - cpu0.ru_stime:.1f}s CPU")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

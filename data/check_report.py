@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -109,13 +109,18 @@ def write_report(report: CheckReport, folder: Union[str, Path], plots: bool = Tr
 
 
 def check_training_data(datasets: Dict[str, Any], names: Sequence[str], img_size: int, save_dir: Union[str, Path]
-                        ) -> CheckReport:
+                        ) -> Optional[CheckReport]:
     """The check of the loaded training splits (nothing re-read but the image hashes): printed in short, with
     report.md and report.json in ``save_dir/dataset_check`` (the plots of class counts and box sizes are the run's
-    labels.jpg, already drawn)."""
-    splits = [split_from_dataset(name, ds) for name, ds in datasets.items() if ds is not None]
-    report = run_checks(splits, list(names), CheckSettings(img_size=img_size))
-    md = write_report(report, Path(save_dir) / REPORT_DIR, plots=False)
+    labels.jpg, already drawn). It only informs: a failure is one warning line, never a failed training."""
+    try:
+        splits = [split_from_dataset(name, ds) for name, ds in datasets.items() if ds is not None]
+        report = run_checks(splits, list(names), CheckSettings(img_size=img_size))
+        md = write_report(report, Path(save_dir) / REPORT_DIR, plots=False)
+    except Exception as e:  # e.g. a full disk for the report
+        LOGGER.warning(f"WARNING: dataset check not done: {type(e).__name__}: {e}")
+        LOGGER.debug("dataset check traceback", exc_info=True)
+        return None
     for line in report.short_lines():
         (LOGGER.warning if "WARNING" in line else LOGGER.info)(line)
     LOGGER.info(f"Dataset report: {md}")

@@ -124,6 +124,11 @@ def test_training_start_up_print_and_report(planted, tmp_path, caplog):
     assert lines[-1] == f"Dataset report: {tmp_path / 'exp' / REPORT_DIR / 'report.md'}"
     assert {p.name for p in (tmp_path / "exp" / REPORT_DIR).iterdir()} == {"report.md", "report.json"}
 
+    caplog.clear()  # the check informs, it never fails a training: a report that cannot be written is a warning
+    (tmp_path / "file").write_text("")
+    assert check_training_data(loaded, d["names"], 640, tmp_path / "file") is None
+    assert [r.getMessage()[:51] for r in caplog.records] == ["WARNING: dataset check not done: NotADirectoryError"]
+
 
 def test_unreadable_dataset_is_one_error_line(tmp_path, caplog):
     (tmp_path / "d.yaml").write_text(yaml.safe_dump({"train": str(tmp_path / "nope"), "val": str(tmp_path / "nope"),
