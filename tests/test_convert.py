@@ -315,3 +315,17 @@ def test_annotation_size_differs_from_image(tmp_path, caplog):
     assert_boxes(read_dataset(out)["train"]["a"], [0], [(3, 4, 20.5, 30)])  # half of the drawn box
     assert f"{src / 'a.json'}: image size 128x96 in the annotation, 64x48 in" in caplog.text
     assert "WARNING: 1 images differ in size from their annotation" in caplog.text
+
+
+def test_images_sharing_a_stem_get_their_own_label_file(tmp_path):
+    """a.jpg and sub/a.jpg and a.png in one split: three images, three label files, boxes not mixed up."""
+    src = tmp_path / "lm"
+    for k, rel in enumerate(("a.jpg", "sub/a.jpg", "a.png")):
+        image(src / rel, 64, 48, value=40 * k)
+        (src / f"{rel}.json").write_text(json.dumps({"imagePath": Path(rel).name, "shapes": [
+            {"label": "dog", "shape_type": "rectangle", "points": [[k, k], [10 + k, 10 + k]]}]}))
+    out = tmp_path / "out"
+    assert run("--from", "labelme", "--annotations", src, "--out", out, "--val-fraction", "0") == 0
+    ds = read_dataset(out)["train"]
+    assert sorted(ds) == ["a", "a_2", "a_3"]
+    assert sorted(float(v[0, 1]) for v in ds.values()) == pytest.approx([0, 1, 2], abs=1e-3)

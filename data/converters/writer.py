@@ -83,18 +83,19 @@ def assign_splits(images: List[ImageRecord], val_fraction: Optional[float], seed
 
 
 def _unique_names(images: List[ImageRecord]) -> List[str]:
-    """Output file stems: the image's own name, numbered when two images of a split share it."""
+    """Output file names: the image's own, numbered when two images of a split share a stem (their label files
+    would collide: ``a.jpg`` and ``a.png`` both label ``a.txt``)."""
     taken: Dict[str, Counter] = {}
     out = []
     for im in images:
         used = taken.setdefault(im.split or "train", Counter())
-        stem, suffix = im.file.stem, im.file.suffix.lower()
-        name, k = f"{stem}{suffix}", 1
+        stem, suffix, k = im.file.stem, im.file.suffix.lower(), 1
+        name = stem
         while used[name.lower()]:
             k += 1
-            name = f"{stem}_{k}{suffix}"
+            name = f"{stem}_{k}"
         used[name.lower()] += 1
-        out.append(name)
+        out.append(f"{name}{suffix}")
     return out
 
 
