@@ -235,29 +235,36 @@ def test_malformed_coco_one_line_nothing_written(case, tmp_path, caplog):
     no_leftovers(out)
 
 
-def test_malformed_labelme_cvat_voc(tmp_path, caplog):
-    image(tmp_path / "a.jpg", 64, 48)
-    lm = tmp_path / "lm.json"
-    lm.write_text(json.dumps({"imagePath": "a.jpg", "shapes": [{"label": "horse", "shape_type": "rectangle",
-                                                                 "points": [[1, 1], [5, 5]]}]}))
-    empty_xml = tmp_path / "empty.xml"
-    empty_xml.write_text("  \n")
-    cvat = cvat_xml(tmp_path / "c.xml", '<image id="3" name="a.jpg" width="64" height="48">'
-                                        '<box label="tree" xtl="1" ytl="1" xbr="5" ybr="5"/></image>')
-    voc = voc_xml(tmp_path / "v.xml", "missing.jpg", 64, 48, [("dog", (1, 1, 5, 5), 0)])
-    cases = [(["--from", "labelme", "--annotations", lm, "--names", "dog"], f"{lm}: shape 0 ('horse'): unknown class "
-                                                                              f"'horse' (not in --names: dog)"),
-             (["--from", "cvat", "--annotations", empty_xml], f"{empty_xml}: empty annotation file"),
-             (["--from", "cvat", "--annotations", cvat], f"{cvat}: image id 3 'a.jpg': box 0 ('tree'): unknown "
-                                                          f"class 'tree'"),
-             (["--from", "voc", "--annotations", voc], f"{voc}: filename: image 'missing.jpg' not found beside")]
-    for args, needle in cases:
-        caplog.clear()
-        out = tmp_path / "out"
-        assert run(*args, "--out", out) == 1, args
-        errors = [r.getMessage() for r in caplog.records if "ERROR" in r.getMessage()]
-        assert len(errors) == 1 and needle in errors[0], (errors, needle)
-        no_leftovers(out)
+def _bad_other(tmp: Path, case: str) -> tuple:
+    """(arguments, text the error line must hold) of a malformed LabelMe / CVAT / VOC input."""
+    image(tmp / "a.jpg", 64, 48)
+    if case == "labelme unknown label":
+        f = tmp / "lm.json"
+        f.write_text(json.dumps({"imagePath": "a.jpg", "shapes": [{"label": "horse", "shape_type": "rectangle",
+                                                                    "points": [[1, 1], [5, 5]]}]}))
+        return (["--from", "labelme", "--annotations", f, "--names", "dog"],
+                f"{f}: shape 0 ('horse'): unknown class 'horse' (not in --names: dog)")
+    if case == "cvat empty file":
+        f = tmp / "empty.xml"
+        f.write_text("  \n")
+        return ["--from", "cvat", "--annotations", f], f"{f}: empty annotation file"
+    if case == "cvat unknown label":
+        f = cvat_xml(tmp / "c.xml", '<image id="3" name="a.jpg" width="64" height="48">'
+                                    '<box label="tree" xtl="1" ytl="1" xbr="5" ybr="5"/></image>')
+        return ["--from", "cvat", "--annotations", f], f"{f}: image id 3 'a.jpg': box 0 ('tree'): unknown class 'tree'"
+    f = voc_xml(tmp / "v.xml", "missing.jpg", 64, 48, [("dog", (1, 1, 5, 5), 0)])  # voc missing image
+    return ["--from", "voc", "--annotations", f], f"{f}: filename: image 'missing.jpg' not found beside"
+
+
+@pytest.mark.parametrize("case", ["labelme unknown label", "cvat empty file", "cvat unknown label",
+                                  "voc missing image"])
+def test_malformed_labelme_cvat_voc(case, tmp_path, caplog):
+    args, needle = _bad_other(tmp_path, case)
+    out = tmp_path / "out"
+    assert run(*args, "--out", out) == 1
+    errors = [r.getMessage() for r in caplog.records if "ERROR" in r.getMessage()]
+    assert len(errors) == 1 and needle in errors[0], (errors, needle)
+    no_leftovers(out)
 
 
 def test_out_folder_refused_replaced_and_never_half_written(coco, monkeypatch, caplog):
