@@ -56,9 +56,13 @@ def project_files() -> Dict[str, Path]:
 MODULES = project_files()
 
 
+# Command lines that live beside their layer's code (python data/check.py, ...): scripts like train.py.
+SCRIPT_MODULES = {"data.check", "data.convert"}
+
+
 def layer(module: str) -> str:
     top = module.split(".")[0]
-    if top in PACKAGES and not module.startswith("data.scripts"):
+    if top in PACKAGES and not module.startswith("data.scripts") and module not in SCRIPT_MODULES:
         return top
     return "script"
 

@@ -134,11 +134,12 @@ def test_one_epoch_writes_run_outputs(tiny, tmp_path):
     assert "must be multiple of max stride 32, updating to 64" in r.stdout + r.stderr  # 60 rounded up, warned
     assert "Precision: fp32" in r.stdout + r.stderr  # no native bf16 on this CPU; in the start-up lines
     assert "Recommendation: --cls-loss ce (softmax over all classes) fits" in r.stdout + r.stderr  # label diagnosis
+    assert "Dataset check: train 8 images / " in r.stdout + r.stderr  # the dataset check in short
     save = tmp_path / "runs" / "exp"
     expected = ["weights/last.pt", "weights/best.pt", "opt.yaml", "hyp.yaml", "results.csv", "results.png",
                 "labels.jpg", "confusion_matrix.png", "PR_curve.png", "F1_curve.png", "P_curve.png",
                 "R_curve.png", "calibration.png", "metrics.json", "train_batch0.jpg", "train_batch1.jpg", "train_batch2.jpg",
-                "val_batch0_labels.jpg", "val_batch0_pred.jpg"]
+                "val_batch0_labels.jpg", "val_batch0_pred.jpg", "dataset_check/report.md", "dataset_check/report.json"]
     missing = [f for f in expected if not (save / f).is_file()]
     assert not missing, f"missing {missing}; have {sorted(p.name for p in save.rglob('*'))}"
 

@@ -1,80 +1,52 @@
-"""Convert PASCAL VOC XML annotations to YOLO layout (used by get_voc.sh; works offline on extracted data).
+"""Convert PASCAL VOC to YOLO layout (used by get_voc.sh; works offline on extracted data).
 
     python data/scripts/voc2yolo.py --voc ../VOC_raw --out ../VOC \
         --split train=VOC2007:trainval,VOC2012:trainval --split val=VOC2007:test
 
-``--voc`` holds ``VOCdevkit/VOC2007``-style folders (or ``VOC2007`` directly). Objects marked ``difficult`` are
-skipped. VOC boxes are 1-based inclusive pixel corners; YOLO rows are ``class x_center y_center width height``
-normalised by the image size. Images are hard-linked (copied when linking is impossible).
+The v5.0-era command line over the VOC converter of ``python data/convert.py --from voc`` (see
+``data/converters/voc.py``): ``--voc`` holds ``VOCdevkit/VOC2007``-style folders (or ``VOC2007`` directly), the
+20 VOC classes in their usual order, ``difficult`` objects skipped, images hard-linked (copied when linking is
+impossible). ``--out`` is replaced as a whole once the new dataset is complete.
 """
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
-import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
-NAMES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
-         "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor"]
+if __package__ in (None, ""):  # run as a file: import the project from the repository root
+    sys.path[0] = str(Path(__file__).resolve().parents[2])
 
-
-def convert_annotation(xml_file: Path) -> List[Tuple[int, float, float, float, float]]:
-    """YOLO rows of one VOC annotation file (difficult objects left out)."""
-    root = ET.parse(xml_file).getroot()
-    size = root.find("size")
-    w, h = float(size.findtext("width")), float(size.findtext("height"))
-    if w <= 0 or h <= 0:
-        raise ValueError(f"{xml_file}: invalid image size {w}x{h}")
-    rows = []
-    for obj in root.iter("object"):
-        name = obj.findtext("name", "").strip()
-        if name not in NAMES:
-            raise ValueError(f"{xml_file}: unknown class '{name}'")
-        if obj.findtext("difficult", "0").strip() == "1":
-            continue
-        bb = obj.find("bndbox")
-        x1, y1 = float(bb.findtext("xmin")) - 1, float(bb.findtext("ymin")) - 1  # 1-based inclusive -> 0-based
-        x2, y2 = float(bb.findtext("xmax")), float(bb.findtext("ymax"))
-        x1, x2 = max(0.0, min(x1, w)), max(0.0, min(x2, w))
-        y1, y2 = max(0.0, min(y1, h)), max(0.0, min(y2, h))
-        rows.append((NAMES.index(name), (x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h))
-    return rows
+from data.converters.base import Box, ConvertError  # noqa: E402
+from data.converters.voc import NAMES, read_files, year_dir_files  # noqa: E402
+from data.converters.writer import write_dataset  # noqa: E402
+from utils.errors import UserError  # noqa: E402
 
 
 def _year_dir(voc: Path, year: str) -> Path:
     for d in (voc / "VOCdevkit" / year, voc / year):
         if d.is_dir():
             return d
-    raise FileNotFoundError(f"{year} not found under {voc} (expected VOCdevkit/{year} or {year})")
+    raise ConvertError(f"{year} not found under {voc} (expected VOCdevkit/{year} or {year})")
+
+
+def convert_annotation(xml_file: Path) -> List[Tuple[int, float, float, float, float]]:
+    """YOLO rows ``(class, xc, yc, w, h)`` of one VOC annotation file (difficult objects left out)."""
+    im = read_files([(None, Path(xml_file))], names=NAMES).images[0]
+    return [_row(b, im.width, im.height) for b in im.boxes]
+
+
+def _row(b: Box, w: int, h: int) -> Tuple[int, float, float, float, float]:
+    return b.cls, (b.x1 + b.x2) / 2 / w, (b.y1 + b.y2) / 2 / h, (b.x2 - b.x1) / w, (b.y2 - b.y1) / h
 
 
 def convert(voc: Path, out: Path, splits: Dict[str, List[Tuple[str, str]]]) -> Dict[str, int]:
-    """Write ``out/images/<split>`` + ``out/labels/<split>`` -> number of images per split."""
-    counts = {}
-    for split, sources in splits.items():
-        img_dir, lb_dir = out / "images" / split, out / "labels" / split
-        img_dir.mkdir(parents=True, exist_ok=True)
-        lb_dir.mkdir(parents=True, exist_ok=True)
-        n = 0
-        for year, image_set in sources:
-            yd = _year_dir(voc, year)
-            ids = (yd / "ImageSets" / "Main" / f"{image_set}.txt").read_text().split()
-            for i in ids:
-                rows = convert_annotation(yd / "Annotations" / f"{i}.xml")
-                (lb_dir / f"{i}.txt").write_text("".join(f"{c} {x:.6f} {y:.6f} {w:.6f} {h:.6f}\n"
-                                                         for c, x, y, w, h in rows))
-                src, dst = yd / "JPEGImages" / f"{i}.jpg", img_dir / f"{i}.jpg"
-                if not dst.exists():
-                    try:
-                        os.link(src, dst)
-                    except OSError:
-                        shutil.copy2(src, dst)
-                n += 1
-        counts[split] = n
-    return counts
+    """Write ``out/images/<split>`` + ``out/labels/<split>`` (+ ``data.yaml``) -> number of images per split."""
+    files = [pair for split, sources in splits.items() for year, image_set in sources
+             for pair in year_dir_files(_year_dir(Path(voc), year), {split: image_set})]
+    summary = write_dataset(read_files(files, names=NAMES), Path(out), mode="hardlink", exist_ok=True)
+    return dict(summary.images)
 
 
 def _parse_split(s: str) -> Tuple[str, List[Tuple[str, str]]]:
@@ -85,14 +57,19 @@ def _parse_split(s: str) -> Tuple[str, List[Tuple[str, str]]]:
         raise argparse.ArgumentTypeError(f"--split '{s}': expected name=YEAR:imageset[,YEAR:imageset]") from None
 
 
-def main(argv=None) -> None:
+def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--voc", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--split", type=_parse_split, action="append", required=True)
     a = ap.parse_args(argv)
-    counts = convert(a.voc, a.out, dict(a.split))
+    try:
+        counts = convert(a.voc, a.out, dict(a.split))
+    except UserError as e:
+        print(f"ERROR: {e}", file=sys.stderr)
+        return 1
     print(", ".join(f"{k}: {v} images" for k, v in counts.items()))
+    return 0
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
+from data.check_report import check_training_data
 from data.config import DatasetError, check_dataset
 from data.datasets import create_dataloader
 from data.label_stats import labels_to_class_weights, labels_to_image_weights
@@ -131,6 +132,7 @@ class Trainer:
         self.setup_resume()
         self.setup_ddp()
         self.setup_loss()
+        self.check_data()
         self.log_start(time.time() - t)
 
     def setup_run_config(self) -> None:
@@ -261,6 +263,12 @@ class Trainer:
         self.nw = max(round(hyp.get("warmup_epochs", 3.0) * self.nb), 100)  # warmup iterations (v7.0 minimum 100)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.scaler)
         self.stopper = EarlyStopping(patience=self.opt.patience)
+
+    def check_data(self) -> None:
+        """The dataset check of the loaded splits, printed in short; report.md / .json in save_dir/dataset_check."""
+        if self.main_rank and not self.opt.evolve and not self.opt.resume:
+            check_training_data({"train": self.dataset, "val": self.val_loader.dataset}, self.names, self.imgsz,
+                                self.save_dir)
 
     def log_start(self, setup_s: float) -> None:
         LOGGER.info(f"Image sizes {self.imgsz} train, {self.imgsz_val} val\n"
