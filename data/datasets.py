@@ -58,7 +58,8 @@ def img_files_from(path: Union[str, Path, Sequence[Union[str, Path]]], prefix: s
         else:
             raise FileNotFoundError(f"{prefix}{p} does not exist")
     files = sorted(x.replace("/", os.sep) for x in files if x.rsplit(".", 1)[-1].lower() in IMG_FORMATS)
-    files = unique_real_paths(files)
+    if not (isinstance(path, (str, Path)) and Path(path).expanduser().is_dir()):  # one folder: already unique
+        files = unique_real_paths(files)
     if not files:
         raise FileNotFoundError(f"{prefix}No images found in {path}. Supported formats: {', '.join(IMG_FORMATS)}. "
                                 f"See {help_url}")

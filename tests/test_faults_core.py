@@ -1,5 +1,6 @@
 """Fault suite, shared layers: saving checkpoints on a full / read-only disk, dataset yaml mistakes, model yaml
-mistakes from the command line. (Training, validation, detection and export faults: tests/test_faults_*.py.)"""
+mistakes from the command line; folder walks through symlink loops, text files in other encodings, code tags in
+every yaml loader (issue 22). (Training, validation, detection and export faults: tests/test_faults_*.py.)"""
 import codecs
 import errno
 import os
