@@ -1,4 +1,5 @@
-"""Paths: the repository root, numbered run folders, and finding a file the user named."""
+"""Paths: the repository root, numbered run folders, finding a file the user named, and folder walks / globs that
+never follow a symlink loop nor return one real file twice (every walker of the project goes through them)."""
 from __future__ import annotations
 
 import glob
@@ -56,7 +57,8 @@ def walk_files(root: Union[str, Path], recursive: bool = True, suffixes: Optiona
     unless ``hidden``, as ``glob`` leaves them out.
     """
     wanted = {s.lower().lstrip(".") for s in suffixes} if suffixes is not None else None
-    found = [f for f in _walk(str(root), recursive, hidden) if wanted is None or f.rsplit(".", 1)[-1].lower() in wanted]
+    found = [f for f in _walk(str(root), recursive, hidden)
+             if wanted is None or f.rsplit(".", 1)[-1].lower() in wanted]
     return sorted(unique_real_paths(found))
 
 
