@@ -31,7 +31,7 @@ from utils.errors import MissingFileError
 from utils.log import LOGGER
 from utils.names import class_names
 from utils.precision import Precision, inference_precision
-from utils.text import load_yaml
+from utils.text import YamlFileError, load_yaml
 from utils.torch_utils import prepare_for_inference
 
 PathLike = Union[str, Path]
@@ -320,4 +320,6 @@ def _names_from_data(data: PathLike) -> List[str]:
     if not path.is_file():
         raise FileNotFoundError(f"--data '{data}' not found")
     d = load_yaml(path, what="--data ") or {}
+    if not isinstance(d, dict):
+        raise YamlFileError(f"--data {path}: expected a mapping of keys (names, nc, ...), got {type(d).__name__}")
     return class_names(d.get("names"), d.get("nc"))

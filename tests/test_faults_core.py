@@ -319,3 +319,11 @@ def test_yaml_syntax_error_is_one_line_with_its_position(tmp_path):
     with pytest.raises(DatasetError) as e:
         check_dataset(f)
     assert str(e.value).startswith(f"{f}: not valid yaml (line ") and "\n" not in str(e.value)
+
+
+def test_detect_data_yaml_that_is_not_a_mapping_is_one_line(tmp_path):
+    from engine.backends import _names_from_data
+    f = tmp_path / "names.yaml"
+    f.write_text("- a\n- b\n")
+    with pytest.raises(UserError, match=r"--data .*names\.yaml: expected a mapping .* got list"):
+        _names_from_data(f)
