@@ -27,12 +27,12 @@ import zipfile
 from pathlib import Path
 from typing import List, Optional, Union
 
-import yaml
 
 from data.shapes import DEFAULTS, SCHEMES, generate_shapes, is_generated
 from utils.class_groups import parse_class_groups
 from utils.errors import MissingFileError, UserError
 from utils.log import LOGGER
+from utils.text import load_yaml as load_yaml_file
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "val", "test")
@@ -77,8 +77,7 @@ def load_yaml(file: Union[str, Path]) -> dict:
                 break
         else:
             raise MissingFileError(f"data yaml not found: '{file}'")
-    with open(file, encoding="utf-8", errors="ignore") as f:
-        d = yaml.safe_load(f)
+    d = load_yaml_file(file, DatasetError)  # one line for bad syntax, a code tag or an encoding
     if not isinstance(d, dict):
         raise DatasetError(f"{file}: expected a mapping of keys (train, val, nc, names, ...), got {type(d).__name__}")
     d["yaml_file"] = str(file.resolve())

@@ -5,7 +5,6 @@ the augmentations (:mod:`data.augmentations`).
 """
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import random
@@ -24,6 +23,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler, distributed
 from data.augmentations import augment_hsv, letterbox, mixup, mosaic4, random_perspective
 from data.label_cache import CACHE_VERSION, IMG_FORMATS, VID_FORMATS, cache_labels, img2label_paths
 from utils.boxes import xywhn2xyxy, xyxy2xywhn
+from utils.files import unique_real_paths, walk_files
+from utils.text import read_text
 from utils.torch_utils import torch_distributed_zero_first
 
 LOGGER = logging.getLogger("yolov5")
@@ -39,35 +40,46 @@ AUG_KEYS = ("hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear",
 def img_files_from(path: Union[str, Path, Sequence[Union[str, Path]]], prefix: str = "") -> List[str]:
     """Image files of a split: a directory (recursive), a ``.txt`` list, an image, or a list of those.
 
-    In a ``.txt`` list, a line starting with ``./`` is relative to the list's directory; another relative
-    line is taken from the working directory when it exists there, else from the list's directory.
+    Each real image counts once: a folder's symlink loops are never followed, and an image listed twice or
+    reached through two links is kept under its first path in sorted order (see :func:`utils.files.walk_files`).
+    In a ``.txt`` list (UTF-8, or UTF-16 with a byte-order mark), a line starting with ``./`` is relative to the
+    list's directory; another relative line is taken from the working directory when it exists there, else from
+    the list's directory.
     """
     files: List[str] = []
     for p in path if isinstance(path, (list, tuple)) else [path]:
         p = Path(p).expanduser()
         if p.is_dir():
-            files += glob.glob(str(p / "**" / "*.*"), recursive=True)
+            files += walk_files(p, suffixes=IMG_FORMATS)
         elif p.is_file() and p.suffix.lower() == ".txt":
-            parent = p.parent
-            for line in p.read_text(encoding="utf-8").splitlines():
-                line = line.strip()
-                if not line:
-                    continue
-                if line.startswith("./"):
-                    files.append(str(parent / line[2:]))
-                elif not os.path.isabs(line) and not os.path.exists(line):
-                    files.append(str(parent / line))
-                else:
-                    files.append(line)
+            files += _listed_files(p)
         elif p.is_file():
             files.append(str(p))
         else:
             raise FileNotFoundError(f"{prefix}{p} does not exist")
     files = sorted(x.replace("/", os.sep) for x in files if x.rsplit(".", 1)[-1].lower() in IMG_FORMATS)
+    if not (isinstance(path, (str, Path)) and Path(path).expanduser().is_dir()):  # one folder: already unique
+        files = unique_real_paths(files)
     if not files:
         raise FileNotFoundError(f"{prefix}No images found in {path}. Supported formats: {', '.join(IMG_FORMATS)}. "
                                 f"See {help_url}")
     return files
+
+
+def _listed_files(list_file: Path) -> List[str]:
+    """The paths a ``.txt`` image list names (see :func:`img_files_from` for relative lines)."""
+    parent, out = list_file.parent, []
+    for line in read_text(list_file).splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("./"):
+            out.append(str(parent / line[2:]))
+        elif not os.path.isabs(line) and not os.path.exists(line):
+            out.append(str(parent / line))
+        else:
+            out.append(line)
+    return out
 
 
 class LoadImagesAndLabels(Dataset):

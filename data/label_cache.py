@@ -21,9 +21,10 @@ import torch
 from PIL import ExifTags, Image, UnidentifiedImageError
 
 from utils.boxes import segments2boxes
+from utils.text import TextEncodingError, read_text
 
 LOGGER = logging.getLogger("yolov5")
-CACHE_VERSION = "fork-1"  # bump when the content or the checks change
+CACHE_VERSION = "fork-2"  # bump when the content or the checks change
 NUM_THREADS = min(8, max(1, os.cpu_count() or 1))
 IMG_FORMATS = ("bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp")  # v5.0 list
 VID_FORMATS = ("avi", "m4v", "mkv", "mov", "mp4", "mpeg", "mpg", "wmv")  # v5.0 list
@@ -97,12 +98,16 @@ def parse_label_file(lb_file: str, nc: Optional[int] = None) -> Tuple[np.ndarray
     """Read a YOLO label file -> ``(labels (n, 5), segments, n_duplicates_removed)``.
 
     A row is ``cls x y w h`` (5 values) or a polygon ``cls x1 y1 x2 y2 ...`` (odd count >= 7, i.e. 3+ points)
-    whose box is its extent. Raises ``ValueError`` naming the row and the reason for: a wrong value count,
+    whose box is its extent. The file is UTF-8, or UTF-16 / UTF-32 with a byte-order mark (see :mod:`utils.text`).
+    Raises ``ValueError`` naming the row and the reason for: another encoding, a wrong value count,
     a non-numeric / non-finite value, a non-integer or out-of-range (``>= nc``) class, a negative value or a
     coordinate above 1. Exact duplicate rows are removed (reported through the returned count).
     """
-    with open(lb_file, encoding="utf-8", errors="replace") as f:
-        lines = [(i + 1, ln.split()) for i, ln in enumerate(f.read().splitlines()) if ln.strip()]
+    try:
+        text = read_text(lb_file)  # UTF-8, or UTF-16 / UTF-32 with a byte-order mark (Windows tools)
+    except TextEncodingError as e:
+        raise ValueError(str(e).replace(f"{lb_file}: ", "", 1)) from None
+    lines = [(i + 1, ln.split()) for i, ln in enumerate(text.splitlines()) if ln.strip()]
     rows = []
     for line_no, values in lines:
         k = len(values)

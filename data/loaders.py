@@ -5,14 +5,13 @@ and HWC -> CHW. ``LoadImages`` and ``LoadStreams`` are re-exported from ``data.d
 """
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import re
 import time
 from pathlib import Path
 from threading import Thread
-from typing import List, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -20,6 +19,8 @@ import numpy as np
 from data.augmentations import letterbox
 from data.label_cache import IMG_FORMATS, VID_FORMATS
 from utils.errors import MissingFileError, UserError
+from utils.files import glob_files, unique_real_paths, walk_files
+from utils.text import read_text
 
 LOGGER = logging.getLogger("yolov5")
 
@@ -28,24 +29,36 @@ def _to_chw_rgb(im: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(im.transpose(2, 0, 1)[::-1])
 
 
-def _expand_sources(path: Union[str, Path, Sequence]) -> List[str]:
-    """Files named by a path, a directory, a glob, a ``.txt`` list of those, or a list of any of them."""
+def _expand_sources(path: Union[str, Path, Sequence], missing: Optional[List[Tuple[str, str]]] = None,
+                    listed_in: str = "", lists: Tuple[str, ...] = ()) -> List[str]:
+    """Files named by a path, a directory, a glob, a ``.txt`` list of those, or a list of any of them.
+
+    Each real file once (first mention kept); a directory's or a glob's files come sorted, ``**`` never follows a
+    symlink loop. A path that does not exist is an error, except inside a ``.txt`` list when ``missing`` is given:
+    then it is recorded there as ``(path, list file)`` and skipped. A list naming itself (or a list that names
+    it: ``lists``, the real paths of the lists being read) adds nothing.
+    """
     files: List[str] = []
     for p in path if isinstance(path, (list, tuple)) else [path]:
         p = str(Path(p).expanduser())
         if any(c in p for c in "*?["):
-            files += sorted(glob.glob(p, recursive=True))
+            files += glob_files(p)
         elif os.path.isdir(p):
-            files += sorted(glob.glob(os.path.join(p, "*.*")))
+            files += walk_files(p, recursive=False)
         elif os.path.isfile(p) and p.lower().endswith(".txt"):
+            if os.path.realpath(p) in lists:
+                continue
             parent = Path(p).parent
-            lines = [x.strip() for x in Path(p).read_text(encoding="utf-8").splitlines() if x.strip()]
-            files += _expand_sources([x if os.path.isabs(x) or os.path.exists(x) else str(parent / x) for x in lines])
+            lines = [x.strip() for x in read_text(p).splitlines() if x.strip()]
+            lines = [x if os.path.isabs(x) or os.path.exists(x) else str(parent / x) for x in lines]
+            files += _expand_sources(lines, missing, p, lists + (os.path.realpath(p),))
         elif os.path.isfile(p):
             files.append(p)
+        elif listed_in and missing is not None:
+            missing.append((p, listed_in))
         else:
-            raise MissingFileError(f"{p} does not exist")
-    return files
+            raise MissingFileError(f"{p} does not exist" + (f" (listed in {listed_in})" if listed_in else ""))
+    return unique_real_paths(files)
 
 
 class UnreadableInputError(UserError, OSError):
@@ -72,11 +85,13 @@ class LoadImages:
     ``'video 1/2 (3/100) path: '`` for log lines. ``vid_stride`` n yields frames 1, 1 + n, 1 + 2n, ...
 
     An image that cannot be decoded, or a video that cannot be opened or yields no frame, raises
-    :class:`UnreadableInputError` naming it; iteration can go on with the next file.
+    :class:`UnreadableInputError` naming it; iteration can go on with the next file. A file named in a ``.txt``
+    list that does not exist is left out and recorded in ``missing`` as ``(path, list file)``.
     """
 
     def __init__(self, path, img_size: int = 640, stride: int = 32, auto: bool = True, vid_stride: int = 1):
-        files = _expand_sources(path)
+        self.missing: List[Tuple[str, str]] = []  # (path, list file) of the listed files that do not exist
+        files = _expand_sources(path, self.missing)
         images = [x for x in files if x.rsplit(".", 1)[-1].lower() in IMG_FORMATS]
         videos = [x for x in files if x.rsplit(".", 1)[-1].lower() in VID_FORMATS]
         self.img_size, self.stride, self.auto = img_size, stride, auto
@@ -90,8 +105,10 @@ class LoadImages:
         self.cap = None
         self.s = ""
         if not self.nf:
+            gone = f"; {len(self.missing)} listed file(s) missing: {', '.join(m for m, _ in self.missing)}" \
+                if self.missing else ""
             raise MissingFileError(f"no images or videos found in {path} (images: {', '.join(IMG_FORMATS)}; "
-                                   f"videos: {', '.join(VID_FORMATS)})")
+                                   f"videos: {', '.join(VID_FORMATS)}{gone})")
 
     @property
     def nframes(self) -> int:  # v5.0 name
@@ -189,7 +206,7 @@ class LoadStreams:
         self.mode = "stream"
         self.img_size, self.stride, self.auto = img_size, stride, auto
         if os.path.isfile(sources) and str(sources).lower().endswith(".txt"):
-            sources = [x.strip() for x in Path(sources).read_text(encoding="utf-8").splitlines() if x.strip()]
+            sources = [x.strip() for x in read_text(sources).splitlines() if x.strip()]
         else:
             sources = [str(sources)]
         n = len(sources)

@@ -31,6 +31,7 @@ from utils.errors import MissingFileError
 from utils.log import LOGGER
 from utils.names import class_names
 from utils.precision import Precision, inference_precision
+from utils.text import YamlFileError, load_yaml
 from utils.torch_utils import prepare_for_inference
 
 PathLike = Union[str, Path]
@@ -315,10 +316,10 @@ class DetectMultiBackend(nn.Module):
 
 def _names_from_data(data: PathLike) -> List[str]:
     """Class names from a dataset yaml (``names`` list or dict; ``nc`` alone gives '0', '1', ...)."""
-    import yaml
     path = Path(data)
     if not path.is_file():
         raise FileNotFoundError(f"--data '{data}' not found")
-    with open(path, errors="ignore") as f:
-        d = yaml.safe_load(f) or {}
+    d = load_yaml(path, what="--data ") or {}
+    if not isinstance(d, dict):
+        raise YamlFileError(f"--data {path}: expected a mapping of keys (names, nc, ...), got {type(d).__name__}")
     return class_names(d.get("names"), d.get("nc"))

@@ -13,7 +13,6 @@ from typing import Any, Callable, List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
-import yaml
 from torch.func import functional_call
 
 from models.blocks.heads import NMS
@@ -23,6 +22,7 @@ from utils.class_activation import check_activation
 from utils.files import ROOT, check_file
 from utils.log import LOGGER
 from utils.plots import feature_visualization
+from utils.text import load_yaml
 from utils.torch_utils import (copy_attr, count_flops, detect_head, fold_batchnorms, initialize_weights, model_info,
                                scale_img, time_synchronized)
 
@@ -56,11 +56,7 @@ class Model(nn.Module):
         else:
             path = find_model_cfg(cfg)
             self.yaml_file = path.name
-            try:
-                with open(path, encoding="utf-8", errors="ignore") as f:
-                    self.yaml = yaml.safe_load(f)
-            except yaml.YAMLError as e:
-                raise ModelYamlError(f"{path}: not valid yaml: {e}") from None
+            self.yaml = load_yaml(path, ModelYamlError)  # one line for bad syntax, a code tag or an encoding
             if not isinstance(self.yaml, dict):
                 raise ModelYamlError(f"{path}: a model yaml must be a mapping, got {type(self.yaml).__name__}")
 

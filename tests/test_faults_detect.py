@@ -1,5 +1,6 @@
 """detect.py on bad input (issue 15): unreadable images and videos are never silent, flag values are checked
 before anything runs, class filters once the model is known; every user mistake is one ERROR line and exit 1."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -183,3 +184,46 @@ def test_weights_that_cannot_be_run(files, tmp_path, log_lines, name, content, m
     rc, errors, _ = detect_cli(["--source", files["image"], "--project", tmp_path / "runs"], log_lines, w)
     assert rc == 1 and len(errors) == 1 and message in errors[0] and name in errors[0], errors
     assert "\n" not in errors[0] and not (tmp_path / "runs").exists()
+
+
+# ------------------------------------------------------------------------------------------ issue 22
+def test_a_missing_file_in_a_list_is_named_and_skipped(files, tmp_path, log_lines):
+    """Was: the whole run aborted. Now the missing entry is named, counted, and the others are processed."""
+    lst = tmp_path / "list.txt"
+    lst.write_text(f"{files['image']}\n{tmp_path / 'nope.jpg'}\n{files['video']}\n")
+    rc, errors, text = detect_cli(["--source", lst, "--project", tmp_path / "runs", "--save-txt"], log_lines,
+                                  files["weights"])
+    assert rc == 0 and not errors
+    assert f"WARNING: skipping missing file (listed in {lst}): {tmp_path / 'nope.jpg'}" in text
+    assert "WARNING: 1 input skipped (1 missing file): nope.jpg" in text
+    assert sorted(p.name for p in (tmp_path / "runs" / "exp").iterdir()) == ["good.jpg", "good.mp4", "labels"]
+
+
+def test_a_list_of_only_missing_files_is_an_error(files, tmp_path, log_lines):
+    lst = tmp_path / "list.txt"
+    lst.write_text(f"{tmp_path / 'a.jpg'}\n{tmp_path / 'b.jpg'}\n")
+    rc, errors, _ = detect_cli(["--source", lst, "--project", tmp_path / "runs"], log_lines, files["weights"])
+    assert rc == 1 and len(errors) == 1 and f"2 listed file(s) missing: {tmp_path / 'a.jpg'}" in errors[0]
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("pattern", ["", "*.jpg", "**/*.jpg"])
+def test_folder_and_glob_sources_with_symlink_loops(files, tmp_path, log_lines, pattern):
+    """A folder, a glob and a ``**`` glob over a folder with loops and a link to its image: one image, once
+    (``**`` used to repeat it 40 times, or never end with two folders linking each other)."""
+    from loop_helpers import add_loops, deadline
+    src = folder(tmp_path, "src", files["image"])
+    add_loops(src)
+    os.symlink("good.jpg", src / "same.jpg")
+    with deadline(60):
+        run_detect(weights=str(files["weights"]), source=str(src / pattern) if pattern else str(src),
+                   project=str(tmp_path / "runs"), nosave=True)
+    assert [x.split(": ")[0] for x in log_lines.text().splitlines() if x.startswith("image ")] == [
+        f"image 1/1 {src / 'good.jpg'}"]
+
+
+def test_utf16_source_list_is_read(files, tmp_path, log_lines):
+    lst = tmp_path / "list.txt"
+    lst.write_bytes(f"{files['image']}\n".encode("utf-16"))
+    run_detect(weights=str(files["weights"]), source=str(lst), project=str(tmp_path / "runs"), nosave=True)
+    assert f"image 1/1 {files['image']}: " in log_lines.text()

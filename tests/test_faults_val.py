@@ -150,3 +150,50 @@ def test_split_without_images(tmp_path, log_lines):
     w = tiny_checkpoint(tmp_path / "tiny.pt")
     err = _fails(["--data", str(data), "--weights", str(w), "--device", "cpu"], log_lines, tmp_path)
     assert str(data) in err and "No images found" in err and "\x1b[34m" not in err  # no colour codes of the data layer
+
+
+# ------------------------------------------------------------------------------------------ issue 22
+def _val_loop_run(data, tmp_path, name):
+    return val.run(data, weights="perfect.pt", batch_size=4, imgsz=64, device="cpu", workers=0, plots=False,
+                   project=tmp_path / "runs", name=name)
+
+
+def test_val_folder_with_symlink_loops_counts_each_image_once(tmp_path, monkeypatch, log_lines):
+    """The issue's case: with `ln -s . self` val counted 164 images for 4 (missing labels taken as background,
+    mAP@0.5 0.54 for a perfect model); with two folders linking each other it never ended. Now the loops are
+    walked past: the same image count and mAP as without them, at once."""
+    import engine.backends
+    from val_helpers import FakeBackend
+    from loop_helpers import add_loops, deadline
+    monkeypatch.setattr(engine.backends, "DetectMultiBackend", FakeBackend)
+    data, gt = make_dataset(tmp_path / "ds", n=4)
+    clean = _val_loop_run(data, tmp_path, "clean")[0]
+    add_loops(tmp_path / "ds" / "images" / "val")
+    (tmp_path / "ds" / "labels" / "val.cache").unlink()
+    log_lines.clear()
+    with deadline(60):
+        looped = _val_loop_run(data, tmp_path, "looped")[0]
+    assert looped == pytest.approx(clean) and looped[2] == pytest.approx(1.0)  # mAP@0.5 of the perfect model
+    assert "4 found, 0 missing, 0 empty, 0 corrupted" in log_lines.text()
+
+
+def test_val_reads_a_utf16_label_file(tmp_path, monkeypatch, log_lines):
+    """A label file saved as UTF-16 by a Windows tool counts like the UTF-8 one (was: reported corrupt, image
+    dropped)."""
+    import engine.backends
+    from val_helpers import FakeBackend
+    monkeypatch.setattr(engine.backends, "DetectMultiBackend", FakeBackend)
+    data, _ = make_dataset(tmp_path / "ds", n=2)
+    lb = tmp_path / "ds" / "labels" / "val" / "1001.txt"
+    lb.write_bytes(lb.read_text().encode("utf-16"))
+    (mp, mr, map50, *_), _, _ = _val_loop_run(data, tmp_path, "exp")
+    assert map50 == pytest.approx(1.0) and "2 found, 0 missing, 0 empty, 0 corrupted" in log_lines.text()
+
+
+def test_code_tag_in_the_data_yaml_is_one_line(tmp_path, no_model, log_lines):
+    """Was a 60-line traceback; the tag is never run."""
+    marker = tmp_path / "ran"
+    data = tmp_path / "evil.yaml"
+    data.write_text(f"nc: 1\nnames: [a]\nval: !!python/object/apply:os.system ['touch {marker}']\n")
+    err = _fails(["--data", str(data), "--weights", "w.pt"], log_lines, tmp_path)
+    assert f"{data}: line 3, column 6: tag '!!python/object/apply:os.system' refused" in err and not marker.exists()

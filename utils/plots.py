@@ -16,7 +16,6 @@ import cv2
 import matplotlib
 import numpy as np
 import torch
-import yaml
 
 matplotlib.use("Agg")  # headless: never open windows, works in CI and in dataloader threads
 import matplotlib.pyplot as plt  # noqa: E402
@@ -26,6 +25,7 @@ from utils.files import increment_path  # noqa: E402
 from utils.figures import try_plot  # noqa: E402,F401  (re-exported: callers draw through it)
 from utils.log import LOGGER  # noqa: E402
 from utils.metrics import fitness  # noqa: E402
+from utils.text import load_yaml  # noqa: E402
 
 Array = Union[np.ndarray, torch.Tensor]
 Names = Union[Sequence[str], dict, None]
@@ -404,8 +404,7 @@ def plot_evolution(yaml_file: Union[str, Path] = "data/hyp.finetune.yaml",
                    evolve_file: Union[str, Path] = "evolve.txt") -> Path:
     """v5.0 ``evolve.png`` from ``evolve.txt`` (7 results + hyperparameters in ``yaml_file`` key order)."""
 
-    with open(yaml_file) as f:
-        hyp = yaml.safe_load(f)
+    hyp = load_yaml(yaml_file)
     evolve_file = Path(evolve_file)
     if not evolve_file.is_file():
         raise FileNotFoundError(f"evolve file not found: {evolve_file}")

@@ -17,8 +17,10 @@ from typing import Dict, List, Optional, Sequence
 import yaml
 
 from engine.compare.variants import Variant
+from utils.errors import UserError
 from utils.files import increment_path
 from utils.log import LOGGER
+from utils.text import load_yaml
 
 SPEC_FILE = "compare.yaml"
 RUNS_DIR = "runs"  # expN/runs/<variant>-s<seed>: train.py --project expN/runs --name <variant>-s<seed>
@@ -94,8 +96,8 @@ def load_spec(folder: Path) -> Optional[dict]:
     if not f.is_file():
         return None
     try:
-        spec = yaml.safe_load(f.read_text())
-    except yaml.YAMLError:
+        spec = load_yaml(f)
+    except (OSError, UserError):
         return None
     return spec if isinstance(spec, dict) else None
 
@@ -142,7 +144,7 @@ def write_hyp_files(exp: Experiment, base_hyp: Optional[str], default_hyp: Path)
         if not v.hyp:
             continue
         src = Path(base_hyp) if base_hyp else default_hyp
-        hyp = yaml.safe_load(src.read_text()) or {}
+        hyp = load_yaml(src, what="--hyp ") or {}
         hyp.update(v.hyp)
         f = exp.dir / HYPS_DIR / f"{v.name}.yaml"
         f.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ import torch
 from data.augmentations import letterbox
 from data.config import check_dataset
 from data.datasets import img_files_from
-from utils.files import ROOT
+from utils.files import ROOT, walk_files
 
 IMG_FORMATS = (".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp")
 CALIBRATION_IMAGES = 64  # the int8 study: 16, 64 or 256 images give the same mAP within 0.002
@@ -43,13 +43,13 @@ def to_input(im: np.ndarray, imgsz: Sequence[int]) -> torch.Tensor:
 def sample_images(imgsz: Sequence[int], batch: int, source: Optional[Path] = None) -> Tuple[torch.Tensor, str]:
     """(batch, 3, h, w) from data/images (or ``source``), generated scenes when there are too few; and their names."""
     folder = source or ROOT / "data" / "images"
-    files = sorted(p for p in folder.glob("*") if p.suffix.lower() in IMG_FORMATS) if folder.is_dir() else []
+    files = walk_files(folder, recursive=False, suffixes=IMG_FORMATS) if folder.is_dir() else []
     images, used = [], []
     for f in files:
-        im = cv2.imread(str(f))
+        im = cv2.imread(f)
         if im is not None:
             images.append(im)
-            used.append(f.name)
+            used.append(Path(f).name)
         if len(images) == batch:
             break
     while len(images) < batch:

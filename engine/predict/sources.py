@@ -2,11 +2,12 @@
 streams (webcam index, rtsp/rtmp/http URL, or a ``.txt`` list of those), as uniform batches.
 
 An unreadable image or video is never silent: alone it is an error naming the file; inside a directory, glob or
-list it is skipped with a warning naming it, counted, and reported again in the run's summary.
+list it is skipped with a warning naming it, counted, and reported again in the run's summary. So is a file a
+``.txt`` list names that does not exist. A folder or ``**`` glob is walked without following symlink loops, and a
+file reached twice (through links, or listed twice) is read once.
 """
 from __future__ import annotations
 
-import glob
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,13 +18,26 @@ import numpy as np
 
 from data.loaders import LoadImages, LoadStreams, UnreadableInputError
 from utils.errors import MissingFileError, UserError
+from utils.files import glob_files
 from utils.log import LOGGER, count_noun
+from utils.text import read_text
 
 STREAM_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://")
 
 
 class SourceError(UserError):
     """A ``--source`` that gave no readable image or video at all."""
+
+
+class MissingInputError(UnreadableInputError):
+    """A file named in a ``.txt`` source list that does not exist (skipped like an unreadable one)."""
+
+    def __init__(self, path: str, list_file: str):
+        super().__init__(path, "missing file", "")
+        self.args = (f"missing file (listed in {list_file}): {path}",)
+
+    def __str__(self) -> str:
+        return self.args[0]
 
 
 def is_stream_source(source: str) -> bool:
@@ -34,7 +48,7 @@ def is_stream_source(source: str) -> bool:
     if source.isnumeric() or source.lower().startswith(STREAM_PREFIXES):
         return True
     if source.lower().endswith(".txt") and Path(source).is_file():
-        lines = [x.strip() for x in Path(source).read_text(encoding="utf-8").splitlines() if x.strip()]
+        lines = [x.strip() for x in read_text(source).splitlines() if x.strip()]
         return bool(lines) and all(x.isnumeric() or x.lower().startswith(STREAM_PREFIXES) for x in lines)
     return False
 
@@ -42,7 +56,7 @@ def is_stream_source(source: str) -> bool:
 def check_source(source: str) -> None:
     """One clear error for a local source that does not exist (streams are checked when opened)."""
     if any(c in source for c in "*?["):
-        if not glob.glob(source, recursive=True):
+        if not glob_files(source):
             raise MissingFileError(f"--source '{source}': no file matches this pattern")
     elif not Path(source).exists():
         raise MissingFileError(f"--source '{source}' does not exist")
@@ -85,30 +99,34 @@ class Skipped:
         return len(self.errors)
 
     def summary(self) -> str:
-        """'3 unreadable inputs skipped (2 images, 1 video): a.jpg, b.jpg, c.mp4' ('' when none)."""
+        """'3 unreadable inputs skipped (2 images, 1 video): a.jpg, b.jpg, c.mp4', or '2 inputs skipped (1 image,
+        1 missing file): ...' when a listed file is missing ('' when none)."""
         if not self.errors:
             return ""
-        counts = [(sum(e.kind == k for e in self.errors), k) for k in ("image", "video")]
+        counts = [(sum(e.kind == k for e in self.errors), k) for k in ("image", "video", "missing file")]
         kinds = [count_noun(n, k) for n, k in counts if n]
         names = [Path(e.path).name for e in self.errors]
         shown = ", ".join(names[:5]) + (f", ... ({len(names) - 5} more)" if len(names) > 5 else "")
-        return f"{count_noun(len(self.errors), 'unreadable input')} skipped ({', '.join(kinds)}): {shown}"
+        noun = "input" if any(e.kind == "missing file" for e in self.errors) else "unreadable input"
+        return f"{count_noun(len(self.errors), noun)} skipped ({', '.join(kinds)}): {shown}"
 
 
 class Source:
     """An opened ``--source``: ``batches()`` yields :class:`Batch` es; ``bs`` images per batch (streams: one per
-    stream), ``stream`` (live sources), ``skipped`` (unreadable files passed over)."""
+    stream), ``stream`` (live sources), ``skipped`` (unreadable or missing files passed over)."""
 
     def __init__(self, source: str, stream: bool, size: Union[int, Sequence[int]], stride: int, auto: bool,
                  vid_stride: int = 1):
         self.source, self.stream = source, stream
+        self.skipped = Skipped()
         if stream:
             self.dataset = LoadStreams(source, img_size=size, stride=stride, auto=auto)
             self.bs = len(self.dataset.sources)
         else:
             self.dataset = LoadImages(source, img_size=size, stride=stride, auto=auto, vid_stride=vid_stride)
             self.bs = 1
-        self.skipped = Skipped()
+            for path, list_file in self.dataset.missing:
+                self.skipped.add(MissingInputError(path, list_file))
 
     def batches(self) -> Iterator[Batch]:
         items = iter(self.dataset)

@@ -2,20 +2,20 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
-import yaml
 
 from data.diagnosis import diagnose_labels
 from engine.checkpoint import CheckpointError, checkpoint_state_dict, load_checkpoint
 from engine.train.options import TrainError
 from models.model import Model
+from utils.errors import UserError
 from utils.log import LOGGER
 from utils.loss import warn_multilabel_files
+from utils.text import load_yaml
 from utils.torch_utils import ModelEMA, intersect_dicts
 
 
@@ -108,8 +108,8 @@ def log_label_diagnosis(dataset: Any, names: Any, cls_loss: str) -> None:
 def warn_without_names(data_file: str) -> None:
     """The trainer's warning for a data yaml without ``names`` (the dataset config invents class0, class1, ...)."""
     try:  # the dataset config has already parsed this file successfully
-        raw = yaml.safe_load(Path(data_file).read_text(errors="ignore"))
-    except (OSError, ValueError):
+        raw = load_yaml(data_file)
+    except (OSError, UserError):
         return
     if isinstance(raw, dict) and raw.get("names") is None:
         last = int(raw.get("nc", 1)) - 1

@@ -4,18 +4,17 @@ the run folder. Everything here runs before any model, dataset or loader is buil
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 from pathlib import Path
 from typing import Any, Dict, Union
 
-import yaml
 
 from engine.cli import FlagError, check_at_least, check_fraction
 from engine.downloads import OFFICIAL_WEIGHTS, is_official
 from utils.errors import UserError
-from utils.files import ROOT, check_file, increment_path
+from utils.files import ROOT, check_file, glob_files, increment_path
 from utils.log import LOGGER
+from utils.text import load_yaml
 
 CLS_LOSSES = ("bce", "ce", "grouped")
 BOX_LOSSES = ("iou", "giou", "diou", "ciou", "eiou", "siou")
@@ -84,11 +83,8 @@ def resolve_hyp_path(hyp: str) -> str:
 
 
 def read_yaml(path: Union[str, Path], flag: str) -> Any:
-    try:
-        with open(path, errors="ignore") as f:
-            return yaml.safe_load(f)
-    except yaml.YAMLError as e:
-        raise TrainError(f"{flag} {path}: not valid yaml ({str(e).splitlines()[0]})") from None
+    """The yaml at ``path`` as plain data; bad syntax, a code tag or an encoding is one line naming ``flag``."""
+    return load_yaml(path, TrainError, what=f"{flag} ")
 
 
 def load_hyp(hyp: Union[str, Path, Dict[str, Any]], opt: argparse.Namespace) -> Dict[str, Any]:
@@ -116,7 +112,7 @@ def load_hyp(hyp: Union[str, Path, Dict[str, Any]], opt: argparse.Namespace) -> 
 # ------------------------------------------------------------------------------------------------ resume
 def get_latest_run(search_dir: str = ".") -> str:
     """Most recently written ``last*.pt`` below ``search_dir`` ('' when there is none)."""
-    runs = glob.glob(f"{search_dir}/**/last*.pt", recursive=True)
+    runs = glob_files(f"{search_dir}/**/last*.pt")  # never caught in a symlink loop below search_dir
     return max(runs, key=os.path.getctime) if runs else ""
 
 
