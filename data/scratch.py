@@ -48,8 +48,8 @@ def imread_into(path: str, dst: np.ndarray) -> Optional[np.ndarray]:
             im = cv2.imread(path, dst=dst, flags=cv2.IMREAD_COLOR)
         except TypeError:  # no dst argument before OpenCV 4.10
             _decode_into = False
-        except cv2.error:  # dst is not the image's shape: OpenCV refuses it
-            pass
+        except cv2.error as e:  # dst is not the image's shape (OpenCV refuses it), or no such overload here
+            _decode_into = "Overload resolution failed" not in str(e)
         else:
             return im if im is not None and im.size else None
     return cv2.imread(path)
