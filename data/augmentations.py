@@ -3,7 +3,8 @@
 Conventions: images are OpenCV BGR ``uint8`` arrays (H, W, 3). Label arrays handed to the geometric
 transforms are ``(n, 5)`` float ``[cls, x1, y1, x2, y2]`` in pixels of the image they belong to; segments
 are lists of ``(k, 2)`` pixel polygons aligned with the label rows. Random draws come from the global
-``random`` / ``np.random`` states, which the dataloader seeds per worker.
+``random`` / ``np.random`` states, which the dataloader seeds per worker. Temporaries (HSV planes, flips) live in
+the per-thread arrays of :mod:`data.scratch`; what a function returns is never one of them unless it takes a ``dst``.
 """
 from __future__ import annotations
 
