@@ -40,10 +40,9 @@ def imread_into(path: str, dst: np.ndarray) -> Optional[np.ndarray]:
     given array; None when the file cannot be read. The pixels are those of a plain ``cv2.imread``.
     """
     global _decode_into
-    if _decode_into:
-        # imread into dst leaves dst as it was when the file is missing or its header unreadable: ask first
-        if cv2.imcount(path) < 1:
-            return None
+    # imread into dst leaves dst as it was when the file is missing or its header unreadable: only a file whose
+    # header OpenCV reads goes that way, anything else to the plain imread (which says None)
+    if _decode_into and cv2.imcount(path) >= 1:
         try:
             im = cv2.imread(path, dst=dst, flags=cv2.IMREAD_COLOR)
         except TypeError:  # no dst argument before OpenCV 4.10
@@ -51,5 +50,6 @@ def imread_into(path: str, dst: np.ndarray) -> Optional[np.ndarray]:
         except cv2.error as e:  # dst is not the image's shape (OpenCV refuses it), or no such overload here
             _decode_into = "Overload resolution failed" not in str(e)
         else:
-            return im if im is not None and im.size else None
+            if im is not None and im.size:
+                return im
     return cv2.imread(path)

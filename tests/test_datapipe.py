@@ -15,6 +15,7 @@ from PIL import Image
 import datapipe_reference as reference
 from data.augmentations import chw_rgb, draw_warp, paint_mosaic
 from data.datasets import LoadImagesAndLabels
+from data import scratch
 from data.scratch import Workspace, imread_into
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -206,6 +207,26 @@ def test_imread_into_unreadable_files_give_none_not_the_old_buffer(tmp_path):
     (tmp_path / "text.jpg").write_text("not an image")
     for name in ("cut.jpg", "text.jpg", "missing.jpg"):
         assert imread_into(str(tmp_path / name), buf) is None, name
+
+
+def test_imread_into_without_dst_support_falls_back_to_imread(tmp_path, monkeypatch):
+    """OpenCV < 4.10 has no imread(filename, dst): the first call finds out, every call still gives the image."""
+    f = str(tmp_path / "a.jpg")
+    cv2.imwrite(f, _texture(np.random.default_rng(0), 30, 40))
+    plain = cv2.imread
+
+    def old_imread(path, flags=cv2.IMREAD_COLOR, **kwargs):
+        if kwargs:
+            raise TypeError("'dst' is an invalid keyword argument for imread()")
+        return plain(path, flags)
+
+    monkeypatch.setattr(scratch, "_decode_into", True)
+    monkeypatch.setattr(cv2, "imread", old_imread)
+    buf = np.zeros((30, 40, 3), np.uint8)
+    for _ in range(2):
+        im = imread_into(f, buf)
+        assert np.array_equal(im, plain(f)) and not np.shares_memory(im, buf)
+    assert scratch._decode_into is False
 
 
 def test_workspace_reuses_memory_per_name_and_grows():
