@@ -114,7 +114,7 @@ def _apply_h(points: np.ndarray, m: np.ndarray, projective: bool) -> np.ndarray:
     return xy[:, :2] / xy[:, 2:3] if projective else xy[:, :2]
 
 
-@dataclass
+@dataclass(eq=False)  # holds an array: no field-wise ==
 class Warp:
     """One draw of :func:`random_perspective`: ``m`` maps input pixels to output pixels of ``size`` (w, h)."""
 
