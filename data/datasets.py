@@ -12,7 +12,7 @@ import signal
 from contextlib import nullcontext
 from multiprocessing.pool import ThreadPool
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Union
 
 import cv2
 import numpy as np
@@ -20,8 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler, distributed
 
-from data.augmentations import augment_hsv, letterbox, mixup, mosaic4, random_perspective
+from data.augmentations import (augment_hsv, chw_rgb, draw_warp, letterbox, mixup, mosaic_labels, mosaic_origins,
+                                 paint_mosaic, random_perspective, tile_in_box)
 from data.label_cache import CACHE_VERSION, IMG_FORMATS, VID_FORMATS, cache_labels, img2label_paths
+from data.scratch import WORKSPACE, imread_into
 from utils.boxes import xywhn2xyxy, xyxy2xywhn
 from utils.files import unique_real_paths, walk_files
 from utils.text import read_text
@@ -149,6 +151,7 @@ class LoadImagesAndLabels(Dataset):
         self.imgs: List[Optional[np.ndarray]] = [None] * n
         self.img_hw0: List[Optional[tuple]] = [None] * n
         self.img_hw: List[Optional[tuple]] = [None] * n
+        self._read_hw: Dict[int, tuple] = {}  # (h, w) of every image this process has loaded (resized)
         self.npy_files = [str(Path(f).with_suffix(".npy")) for f in self.img_files]
         if cache_images is True:
             cache_images = "ram"
@@ -205,31 +208,62 @@ class LoadImagesAndLabels(Dataset):
 
     def load_image(self, i: int):
         """Image i resized so that its long side is ``img_size`` -> ``(img BGR, (h0, w0), (h, w))``."""
+        return self._load_image(i)
+
+    def _load_image(self, i: int, tile: Optional[int] = None):
+        """:meth:`load_image`; with ``tile`` (0-3) the image lives in this thread's workspace, valid until the next
+        item asks for the same tile (a new array otherwise)."""
         if self.imgs[i] is not None:
+            self._read_hw[i] = self.img_hw[i]
             return self.imgs[i], self.img_hw0[i], self.img_hw[i]
         npy = self.npy_files[i]
-        im = np.load(npy, allow_pickle=False) if os.path.isfile(npy) else cv2.imread(self.img_files[i])
+        if os.path.isfile(npy):
+            im = np.load(npy, allow_pickle=False)
+        elif tile is None:
+            im = cv2.imread(self.img_files[i])
+        else:  # decode into the workspace: the tile itself, or a buffer the resize reads from
+            w0, h0 = (int(x) for x in self.shapes[i])  # from the label scan; a wrong guess only costs an allocation
+            im = imread_into(self.img_files[i], WORKSPACE.array("decode" if max(h0, w0) != self.img_size
+                                                                else f"tile{tile}", (h0, w0, 3)))
         if im is None:
             raise FileNotFoundError(f"Image not found or unreadable: {self.img_files[i]}")
         h0, w0 = im.shape[:2]
         r = self.img_size / max(h0, w0)
         if r != 1:  # always to the training scale, so train and val see objects at the same size
             interp = cv2.INTER_AREA if r < 1 and not self.augment else cv2.INTER_LINEAR
-            im = cv2.resize(im, (max(1, round(w0 * r)), max(1, round(h0 * r))), interpolation=interp)
+            size = (max(1, round(w0 * r)), max(1, round(h0 * r)))
+            dst = None if tile is None else WORKSPACE.array(f"tile{tile}", (size[1], size[0], im.shape[2]))
+            im = cv2.resize(im, size, dst=dst, interpolation=interp)
+        self._read_hw[i] = im.shape[:2]
         return im, (h0, w0), im.shape[:2]
 
-    def load_mosaic(self, index: int):
-        """4-image mosaic around a random centre, warped and cropped back to ``img_size``."""
-        s = self.img_size
+    def load_mosaic(self, index: int, slot: int = 0):
+        """4-image mosaic around a random centre, warped and cropped back to ``img_size``.
+
+        The image is in this thread's workspace (``slot`` 0 or 1, for mixup's second mosaic) until the next item.
+        Only the part of the (2s, 2s) canvas that the warp reads is painted, and a tile outside it is not even
+        decoded when its size is known (the image was read before by this process).
+        """
+        s, hyp = self.img_size, self.hyp
         centre = tuple(int(random.uniform(-b, 2 * s + b)) for b in self.mosaic_border)  # (xc, yc)
         ids = [index] + random.choices(self.indices, k=3)
-        images = [self.load_image(i)[0] for i in ids]
-        img4, labels4, segments4 = mosaic4(images, [self.labels[i] for i in ids], [self.segments[i] for i in ids],
-                                           s, centre)
-        hyp = self.hyp
-        return random_perspective(img4, labels4, segments4, degrees=hyp["degrees"], translate=hyp["translate"],
-                                  scale=hyp["scale"], shear=hyp["shear"], perspective=hyp["perspective"],
-                                  border=tuple(self.mosaic_border))
+        warp = draw_warp(2 * s, 2 * s, degrees=hyp["degrees"], translate=hyp["translate"], scale=hyp["scale"],
+                         shear=hyp["shear"], perspective=hyp["perspective"], border=tuple(self.mosaic_border))
+        images = [None if i in self._read_hw else self._load_image(i, tile=k)[0] for k, i in enumerate(ids)]
+        shapes = [self._read_hw[i] for i in ids]
+        origins = mosaic_origins(shapes, centre)
+        box = warp.source_box(2 * s, 2 * s)
+        for k, i in enumerate(ids):
+            if images[k] is None and tile_in_box(shapes[k], origins[k], box):
+                images[k] = self._load_image(i, tile=k)[0]
+        shown = [k for k in range(4) if images[k] is not None]
+        canvas = WORKSPACE.array("canvas", (2 * s, 2 * s, 3))
+        paint_mosaic(canvas, [images[k] for k in shown], [origins[k] for k in shown], box)
+        labels4, segments4 = mosaic_labels([self.labels[i] for i in ids], [self.segments[i] for i in ids], shapes,
+                                           origins, s)
+        out_w, out_h = warp.size
+        img = warp.image(canvas, dst=WORKSPACE.array(f"mosaic{slot}", (out_h, out_w, 3)))
+        return img, warp.labels(labels4, segments4)
 
     def __getitem__(self, index: int):
         index = int(index)
@@ -238,10 +272,10 @@ class LoadImagesAndLabels(Dataset):
             img, labels = self.load_mosaic(index)
             shapes = None
             if random.random() < hyp["mixup"]:
-                img2, labels2 = self.load_mosaic(random.randint(0, self.n - 1))
+                img2, labels2 = self.load_mosaic(random.randint(0, self.n - 1), slot=1)
                 img, labels = mixup(img, labels, img2, labels2)
         else:
-            img, (h0, w0), (h, w) = self.load_image(index)
+            img, (h0, w0), (h, w) = self._load_image(index, tile=0)
             shape = self.batch_shapes[self.batch[index]] if self.rect else self.img_size
             img, ratio, pad = letterbox(img, shape, auto=False, scaleup=self.augment)
             shapes = (h0, w0), ((h / h0, w / w0), (float(pad[0]), float(pad[1])))
@@ -257,20 +291,20 @@ class LoadImagesAndLabels(Dataset):
         nl = len(labels)
         if nl:
             labels[:, 1:5] = xyxy2xywhn(labels[:, 1:5], w=img.shape[1], h=img.shape[0], clip=True, eps=1e-3)
+        flip = None  # OpenCV flip code (0 up-down, 1 left-right, -1 both), applied by the HWC -> CHW copy
         if self.augment:
             augment_hsv(img, hgain=hyp["hsv_h"], sgain=hyp["hsv_s"], vgain=hyp["hsv_v"])
             if random.random() < hyp["flipud"]:
-                img = np.flipud(img)
+                flip = 0
                 labels[:, 2] = 1 - labels[:, 2]
             if random.random() < hyp["fliplr"]:
-                img = np.fliplr(img)
+                flip = 1 if flip is None else -1
                 labels[:, 1] = 1 - labels[:, 1]
 
-        labels_out = torch.zeros((nl, 6))
-        if nl:
-            labels_out[:, 1:] = torch.from_numpy(labels)
-        img = np.ascontiguousarray(img.transpose(2, 0, 1)[::-1])  # HWC BGR -> CHW RGB
-        return torch.from_numpy(img), labels_out, self.img_files[index], shapes
+        labels_out = np.zeros((nl, 6), np.float32)  # column 0: image index in the batch (collate_fn)
+        labels_out[:, 1:] = labels
+        img = chw_rgb(img, flip)  # a new array: the workspace arrays stay behind
+        return torch.from_numpy(img), torch.from_numpy(labels_out), self.img_files[index], shapes
 
     @staticmethod
     def collate_fn(batch):
