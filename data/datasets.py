@@ -293,6 +293,9 @@ class LoadImagesAndLabels(Dataset):
             labels[:, 1:5] = xyxy2xywhn(labels[:, 1:5], w=img.shape[1], h=img.shape[0], clip=True, eps=1e-3)
         flip = None  # OpenCV flip code (0 up-down, 1 left-right, -1 both), applied by the HWC -> CHW copy
         if self.augment:
+            cached = self.imgs[index]
+            if cached is not None and np.shares_memory(img, cached):
+                img = img.copy()  # no warp or padding made a new array: the HSV jitter must not reach the RAM cache
             augment_hsv(img, hgain=hyp["hsv_h"], sgain=hyp["hsv_s"], vgain=hyp["hsv_v"])
             if random.random() < hyp["flipud"]:
                 flip = 0

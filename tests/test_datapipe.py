@@ -143,6 +143,20 @@ def test_ram_cached_images_give_the_same_items(boxes_ds):
     assert all(np.array_equal(a, b) for a, b in zip(cached, ds.imgs))  # the cache is never written to
 
 
+def test_hsv_jitter_never_reaches_the_ram_cache(boxes_ds):
+    """Without mosaic and with every geometric hyp at 0, neither letterbox nor the warp makes a new array for an
+    image that already has the training size: the HSV jitter (in place) must work on a copy, or every epoch
+    would jitter the cached image again."""
+    hyp = dict(HYP, mosaic=0.0, mixup=0.0, degrees=0.0, translate=0.0, scale=0.0, shear=0.0, perspective=0.0,
+               hsv_h=0.5, hsv_s=0.9, hsv_v=0.9)
+    ds = LoadImagesAndLabels(boxes_ds, IMG, 4, augment=True, hyp=hyp, cache_images="ram", progress=False)
+    cached = [im.copy() for im in ds.imgs]
+    random.seed(0)
+    items = [ds[i] for i in range(ds.n) for _ in range(2)]
+    assert all(np.array_equal(a, b) for a, b in zip(cached, ds.imgs))
+    assert any(not torch.equal(a[0], b[0]) for a, b in zip(items[::2], items[1::2]))  # the jitter did run
+
+
 def test_source_box_holds_every_pixel_the_warp_reads():
     """Noise outside the box must not reach the warped image, for warps of every kind."""
     rng = np.random.default_rng(0)
