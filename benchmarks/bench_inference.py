@@ -261,7 +261,8 @@ def parse_opt(argv=None) -> argparse.Namespace:
     ap.add_argument("--no-bf16", dest="bf16", action="store_false", help="skip the bf16-autocast row")
     ap.add_argument("--bf16", dest="bf16", action="store_true", help="(default) time the bf16-autocast row too")
     ap.add_argument("--all-configs", action="store_true", help="latency table of every shipped config")
-    ap.add_argument("--configs", default="*", help="--all-configs: only the configs matching these comma-separated patterns")
+    ap.add_argument("--configs", default="*",
+                    help="--all-configs: only the configs matching these comma-separated patterns")
     ap.add_argument("--val-speed", action="store_true", help="val.py --task speed, fp32 vs --half")
     ap.add_argument("--compare", action="store_true", help="fp32 vs bf16 detections on --source")
     ap.add_argument("--weights", default="yolov5s.pt", help="weights for --val-speed / --compare")

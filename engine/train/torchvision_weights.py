@@ -149,7 +149,7 @@ def build_from_torchvision(tv: TorchvisionWeights, cfg: str, nc: int, anchors: A
     _check_fit(model, tv, cfg, mapped)
     model.load_state_dict(mapped, strict=False)
     n, total = sum(not k.endswith("num_batches_tracked") for k in mapped), len(backbone_shapes(tv.name))
-    model.backbone_source = {"source": "torchvision", "model": tv.name, "file": str(tv.path),
+    model.backbone_source = {"source": "torchvision", "model": tv.name, "file": str(tv.path.resolve()),
                              "sha256": _sha256(tv.path), "tensors": n}
     LOGGER.info(f"Transferred {n}/{total} backbone tensors from torchvision {tv.name}; head initialised")
     return model
