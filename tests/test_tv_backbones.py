@@ -150,6 +150,7 @@ def test_other_weights_fall_through_to_the_checkpoint_path(tmp_path):
     assert torchvision_weights.torchvision_source("") is None
 
 
+@pytest.mark.slow
 def test_checkpoint_records_the_backbone_source(small_file, tmp_path):
     model, _ = build_model(train_opt(small_file, "models/yolov5-tv-mobilenetv3-small.yaml"), {}, 3,
                            torch.device("cpu"))
