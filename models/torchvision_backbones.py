@@ -18,8 +18,8 @@ from typing import Callable, Dict, Mapping, Optional, Tuple
 import torch
 import torchvision
 
-__all__ = ["TorchvisionBackbone", "BACKBONES", "backbone_shapes", "identify", "to_model_keys", "weights_url",
-           "strip_wrapper_prefix"]
+__all__ = ["TorchvisionBackbone", "BACKBONES", "backbone_shapes", "identify", "looks_like_torchvision",
+           "to_model_keys", "weights_url", "hub_cache_file", "strip_wrapper_prefix"]
 
 
 def _shufflenet_key(key: str) -> str:

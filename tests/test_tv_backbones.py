@@ -22,7 +22,8 @@ from engine.train.model_setup import build_model
 from engine.train.optim import freeze_layers
 from engine.train.options import TrainError
 from models.model import Model
-from models.torchvision_backbones import BACKBONES, backbone_shapes, hub_cache_file, to_model_keys, weights_url
+from models.torchvision_backbones import (BACKBONES, backbone_shapes, hub_cache_file, identify, strip_wrapper_prefix,
+                                          to_model_keys, weights_url)
 from train_helpers import make_dataset, train_args, train_cli, write_hyp
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,6 +142,16 @@ def test_name_resolved_in_the_hub_cache_and_offline_error(small_file, tmp_path, 
     cached.write_bytes(small_file.read_bytes())  # what a download (or a copy from a machine online) leaves there
     model, _ = build_model(train_opt("mobilenet_v3_small"), {}, 80, torch.device("cpu"))  # no --cfg: shipped one
     assert model.yaml["torchvision"] == "mobilenet_v3_small" and model.backbone_source["file"] == str(cached)
+
+
+def test_recognised_by_keys_and_shapes_also_with_a_dataparallel_prefix():
+    for name in BACKBONES:
+        sd = {k: torch.zeros(shape) for k, shape in backbone_shapes(name).items()}
+        assert identify(sd) == name
+        assert identify(strip_wrapper_prefix({f"module.{k}": v for k, v in sd.items()})) == name
+    sd = {k: torch.zeros(shape) for k, shape in backbone_shapes("shufflenet_v2_x1_0").items()}
+    sd["conv5.0.weight"] = torch.zeros(1000, 464, 1, 1)  # one width off: no torchvision model
+    assert identify(sd) is None
 
 
 def test_other_weights_fall_through_to_the_checkpoint_path(tmp_path):
