@@ -143,7 +143,7 @@ def build_from_torchvision(tv: TorchvisionWeights, cfg: str, nc: int, anchors: A
 
     The model records where its backbone came from (``backbone_source``, saved in every checkpoint record).
     """
-    cfg = cfg or f"models/{BACKBONES[tv.name].cfg}"
+    cfg = cfg or BACKBONES[tv.name].cfg  # found under models/ from any working directory
     model = Model(cfg, ch=3, nc=nc, anchors=anchors)
     mapped = {k: v.float() if v.is_floating_point() else v for k, v in to_model_keys(tv.name, tv.state_dict).items()}
     _check_fit(model, tv, cfg, mapped)
