@@ -3,6 +3,7 @@
     python benchmarks/bench_inference.py                      # yolov5s @640 b1: the paths below, medians
     python benchmarks/bench_inference.py --runs 20 --no-bf16  # fp32 paths only
     python benchmarks/bench_inference.py --all-configs        # fused fast-path latency of every shipped config
+    python benchmarks/bench_inference.py --all-configs --configs 'yolov5-tv-*,yolov5s.yaml' --img 320  # some
     python benchmarks/bench_inference.py --val-speed --weights W.pt --data D.yaml --img 640 --repeat 3
                                                               # `val.py --task speed` fp32 vs --half (bf16), medians
     python benchmarks/bench_inference.py --compare --weights W.pt --source data/images --img 256
@@ -22,6 +23,7 @@ each as a speed-up over the plain fp32 path of the same run):
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import logging
 import statistics
@@ -51,6 +53,8 @@ from utils.precision import cpu_bf16_native, inference_precision  # noqa: E402
 from utils.torch_utils import count_flops, prepare_for_inference  # noqa: E402
 
 CONFIGS = ["yolov5-shufflenetv2.yaml", "yolov5-mobilenetv3small.yaml", "yolov5-mobilenetv3large.yaml",
+           "yolov5-tv-shufflenetv2-x0_5.yaml", "yolov5-tv-shufflenetv2-x1_0.yaml", "yolov5-tv-shufflenetv2-x1_5.yaml",
+           "yolov5-tv-shufflenetv2-x2_0.yaml", "yolov5-tv-mobilenetv3-small.yaml", "yolov5-tv-mobilenetv3-large.yaml",
            "yolov5s.yaml", "yolov5m.yaml", "yolov5l.yaml", "yolov5x.yaml",
            "yolov5s6.yaml", "yolov5m6.yaml", "yolov5l6.yaml", "yolov5x6.yaml"]
 
@@ -146,23 +150,38 @@ def print_compare(r: Dict[str, Dict[str, float]], cfg: str, img: int) -> None:
     print(f"(outputs up to {r['plain']['max_abs_output']:.0f} px)")
 
 
-def latency_table(img: int, runs: int, warmup: int) -> None:
-    print(f"| config | params (fused) | GFLOPs @{img} (fused) | CPU ms @{img} b1 (fused fast path) |")
-    print("|---|---|---|---|")
-    for cfg in CONFIGS:
+def latency_table(img: int, runs: int, warmup: int, pattern: str = "*") -> None:
+    """Params, GFLOPs and fused fast-path latency of the shipped configs matching ``pattern`` (comma-separated
+    shell patterns). The models are timed
+    in turn, one forward each per round (so a change of machine load hits all of them), medians of ``runs`` rounds:
+    wall ms and process CPU ms (the CPU time is the steadier figure on a shared machine)."""
+    rows = []
+    patterns = pattern.split(",")
+    for cfg in (c for c in CONFIGS if any(fnmatch.fnmatch(c, x) for x in patterns)):
         torch.manual_seed(0)
         model = Model(cfg).eval()
         params = sum(p.numel() for p in model.parameters())
+        s = max(int(model.stride.max()), 32)
+        gflops = count_flops(model, torch.zeros(1, 3, s, s)) / 1e9 * (640 / s) ** 2  # as the Model summary prints
         fast = prepare_for_inference(model, "cpu")
-        fused_params = sum(p.numel() for p in fast.parameters())
-        s = max(int(fast.stride.max()), 32)
-        gflops = count_flops(fast, torch.zeros(1, 3, s, s)) / 1e9 * (img / s) ** 2
-        x = torch.rand(1, 3, img, img).contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
+        rows.append({"cfg": cfg, "params": params, "fused": sum(p.numel() for p in fast.parameters()),
+                     "gflops": gflops, "model": fast, "wall": [], "cpu": []})
+    x = torch.rand(1, 3, img, img).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        for r in rows:
             for _ in range(warmup):
-                fast(x)
-            ms = statistics.median(_time_ms(lambda: fast(x)) for _ in range(runs))
-        print(f"| {Path(cfg).stem} | {params:,} ({fused_params:,}) | {gflops:.1f} | {ms:.0f} |", flush=True)
+                r["model"](x)
+        for _ in range(runs):
+            for r in rows:
+                w, c = time.perf_counter(), time.process_time()
+                r["model"](x)
+                r["wall"].append((time.perf_counter() - w) * 1000)
+                r["cpu"].append((time.process_time() - c) * 1000)
+    print(f"| config | params (fused) | GFLOPs @640 | ms @{img} b1 (fused fast path), wall | process CPU ms |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {Path(r['cfg']).stem} | {r['params']:,} ({r['fused']:,}) | {r['gflops']:.1f} | "
+              f"{statistics.median(r['wall']):.1f} | {statistics.median(r['cpu']):.1f} |")
 
 
 # ---------------------------------------------------------------------------------------------- val --task speed
@@ -242,6 +261,8 @@ def parse_opt(argv=None) -> argparse.Namespace:
     ap.add_argument("--no-bf16", dest="bf16", action="store_false", help="skip the bf16-autocast row")
     ap.add_argument("--bf16", dest="bf16", action="store_true", help="(default) time the bf16-autocast row too")
     ap.add_argument("--all-configs", action="store_true", help="latency table of every shipped config")
+    ap.add_argument("--configs", default="*",
+                    help="--all-configs: only the configs matching these comma-separated patterns")
     ap.add_argument("--val-speed", action="store_true", help="val.py --task speed, fp32 vs --half")
     ap.add_argument("--compare", action="store_true", help="fp32 vs bf16 detections on --source")
     ap.add_argument("--weights", default="yolov5s.pt", help="weights for --val-speed / --compare")
@@ -262,7 +283,7 @@ def main(argv=None) -> None:
           f"{torch.backends.cpu.get_cpu_capability()}, native bf16: {cpu_bf16_native()}")
     LOGGER.setLevel(logging.WARNING)  # keep the build tables and val's own report out of the output
     if opt.all_configs:
-        latency_table(opt.img, opt.runs, opt.warmup)
+        latency_table(opt.img, opt.runs, opt.warmup, opt.configs)
     elif opt.val_speed:
         print_val_speed(val_speed(opt.weights, opt.data, opt.img, opt.repeat, opt.workers), opt.weights, opt.img)
     elif opt.compare:

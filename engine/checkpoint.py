@@ -80,7 +80,8 @@ def _quiet_logs():
 
 
 def model_record(model: nn.Module, half: bool = False) -> Dict[str, Any]:
-    """Project record of a YOLOv5 ``Model``: {yaml, state_dict, names, nc, stride, hyp, cls_act, cls_groups}.
+    """Project record of a YOLOv5 ``Model``: {yaml, state_dict, names, nc, stride, hyp, cls_act, cls_groups} and,
+    for a model started from torchvision weights, ``backbone`` (source, model name, file, sha256, tensor count).
 
     Tensors are copied to the CPU (fp16 for floating tensors when ``half``; dtypes kept otherwise), so the record
     does not alias the live model.
@@ -110,7 +111,14 @@ def model_record(model: nn.Module, half: bool = False) -> Dict[str, Any]:
         "hyp": _to_plain(hyp, "model.hyp") if hyp is not None else None,
         "cls_act": cls_act,
         "cls_groups": _to_plain(getattr(head, "cls_groups", None), "cls_groups"),  # 'grouped' heads only
+        **_backbone_entry(model),
     }
+
+
+def _backbone_entry(model: nn.Module) -> Dict[str, Any]:
+    """{'backbone': where the backbone weights came from} for models started from torchvision weights, else {}."""
+    source = getattr(model, "backbone_source", None)
+    return {"backbone": _to_plain(source, "backbone_source")} if isinstance(source, dict) else {}
 
 
 def is_model_record(obj: Any) -> bool:
@@ -140,6 +148,8 @@ def model_from_record(record: Dict[str, Any]) -> nn.Module:
     model.stride = detect_head(model).stride = torch.tensor(record["stride"], dtype=torch.float32)
     if record["hyp"] is not None:
         model.hyp = copy.deepcopy(record["hyp"])
+    if isinstance(record.get("backbone"), dict):
+        model.backbone_source = copy.deepcopy(record["backbone"])
     try:
         model.set_class_activation(record["cls_act"], record.get("cls_groups"))
     except ValueError as e:  # 'grouped' without (valid) groups

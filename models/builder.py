@@ -154,15 +154,18 @@ def _scale_of(d: dict, source: str) -> _Scale:
 def _channels(block: Block, f: Any, args: list, n: int, ch: List[int], s: _Scale) -> Tuple[list, int, int]:
     """(constructor args, output width, repeats) of one row under its block's channel rule (models/registry.py)."""
     rule, name = block.rule, block.cls.__name__
-    if rule in ("conv", "csp", "bn") and isinstance(f, list):
+    if rule in ("conv", "exact", "csp", "bn") and isinstance(f, list):
         raise ValueError(f"{name} takes one input, 'from' must be an int")
-    if rule in ("conv", "csp"):
+    if rule in ("conv", "exact", "csp"):
         if not args:
             raise ValueError(f"{name} needs the output channels as its first argument")
         c2 = args[0]
-        if not isinstance(c2, (int, float)) or isinstance(c2, bool):
+        if not isinstance(c2, (int, float)) or isinstance(c2, bool) or (rule == "exact" and c2 != int(c2)):
             raise ValueError(f"output channels must be a number, got {c2!r}")
-        c2 = c2 if c2 == s.no else make_divisible(c2 * s.gw, 8)  # a Detect-sized head conv keeps its width
+        if rule == "exact":
+            c2 = int(c2)  # torchvision's width as written: width_multiple does not apply
+        elif c2 != s.no:  # a Detect-sized head conv keeps its width
+            c2 = make_divisible(c2 * s.gw, 8)
         args = [ch[f], c2, *args[1:]]
         return ([*args[:2], n, *args[2:]], c2, 1) if rule == "csp" else (args, c2, n)
     if rule == "bn":

@@ -7,6 +7,8 @@ The yaml builder (models/builder.py) reads :func:`yaml_block`; the checkpoint lo
 Channel rules (what the builder does with a row ``[from, n, Block, args]``; ``ch`` = output widths so far):
 
     conv      c1 = ch[from], c2 = args[0] x width_multiple (rounded to 8), the block gets (c1, c2, *args[1:])
+    exact     like conv, but c2 = args[0] as written (torchvision-exact blocks: their widths are the pretrained
+              network's, never scaled by width_multiple nor rounded to 8)
     csp       like conv, and the block builds its own n repeats (n is inserted as its third argument)
     bn        BatchNorm2d(ch[from])
     concat    c2 = sum of the input widths
@@ -27,12 +29,14 @@ from models.blocks.csp import (C3, C3SPP, C3TR, Bottleneck, BottleneckCSP, C3Gho
                                TransformerBlock, TransformerLayer)
 from models.blocks.experimental import CrossConv, MixConv2d, Sum
 from models.blocks.heads import NMS, Classify
-from models.blocks.mobile import (MobileNetV3_InvertedResidual, SELayer, ShuffleNetV2_InvertedResidual, StemBlock,
-                                  conv_bn_hswish, conv_bn_relu_maxpool, h_sigmoid, h_swish)
+from models.blocks.mobile import (InputNormalize, MobileNetV3_InvertedResidual, SELayer, ShuffleNetV2_InvertedResidual,
+                                  StemBlock, TorchvisionBatchNorm2d, TVConvBNAct, TVMobileNetV3Block,
+                                  TVShuffleNetV2Unit, TVSqueezeExcitation, conv_bn_hswish, conv_bn_relu_maxpool,
+                                  h_sigmoid, h_swish)
 from models.blocks.pooling import SPP, SPPF
 from models.detect import Detect
 
-CHANNEL_RULES = ("conv", "csp", "bn", "concat", "detect", "contract", "expand", "same")
+CHANNEL_RULES = ("conv", "exact", "csp", "bn", "concat", "detect", "contract", "expand", "same")
 _COMMON, _EXPERIMENTAL = "models.common", "models.experimental"
 
 
@@ -91,10 +95,17 @@ BLOCKS: Tuple[Block, ...] = (
     _row(StemBlock, "conv", _COMMON),
     _row(conv_bn_hswish, "conv", _COMMON),
     _row(MobileNetV3_InvertedResidual, "conv", _COMMON),
+    # torchvision-exact backbones (models/yolov5-tv-*.yaml; project-only, never pickled upstream)
+    Block(InputNormalize, "same", ("InputNormalize",)),
+    Block(TVConvBNAct, "exact", ("TVConvBNAct",)),
+    Block(TVShuffleNetV2Unit, "exact", ("TVShuffleNetV2Unit",)),
+    Block(TVMobileNetV3Block, "exact", ("TVMobileNetV3Block",)),
     # modules that only occur inside the blocks above
     Block(h_sigmoid, "same", (), (f"{_COMMON}.h_sigmoid",)),
     Block(h_swish, "same", (), (f"{_COMMON}.h_swish",)),
     Block(SELayer, "same", (), (f"{_COMMON}.SELayer",)),
+    Block(TVSqueezeExcitation, "same"),
+    Block(TorchvisionBatchNorm2d, "bn"),
 )
 
 _BY_NAME: Dict[str, Block] = {n: b for b in BLOCKS for n in b.names}

@@ -207,7 +207,9 @@ def test_stem_block():
 def test_registry_and_star_export():
     import models.blocks.mobile as mobile
     names = {"conv_bn_relu_maxpool", "conv_bn_act_maxpool", "ShuffleNetV2_InvertedResidual", "Shuffle_Block",
-             "StemBlock", "conv_bn_hswish", "MobileNetV3_InvertedResidual"}
+             "StemBlock", "conv_bn_hswish", "MobileNetV3_InvertedResidual",
+             # torchvision-exact backbones (models/yolov5-tv-*.yaml, tests/test_tv_backbones.py)
+             "InputNormalize", "TVConvBNAct", "TVShuffleNetV2Unit", "TVMobileNetV3Block"}
     assert set(MOBILE_BLOCKS) == names
     for name in names | {"h_sigmoid", "h_swish", "SELayer", "channel_shuffle", "MOBILE_BLOCKS"}:
         assert name in mobile.__all__ and hasattr(mobile, name)

@@ -3,6 +3,7 @@
     options.py      flag checks, hyperparameters, --weights / --resume / --data, the run folder name
     run_lock.py     one training per run folder (PID + host lock, stale locks taken over)
     model_setup.py  model from --cfg / --weights, state of a resumed run
+    torchvision_weights.py  --weights as torchvision ImageNet weights (file or name) for the yolov5-tv-* configs
     optim.py        parameter groups, LR schedule, warmup, freezing, early stopping
     trainer.py      Trainer: before_train / train_in_epoch / after_epoch / after_train
     validation.py   the one call into the validator

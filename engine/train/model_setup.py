@@ -11,6 +11,7 @@ import torch.nn as nn
 from data.diagnosis import diagnose_labels
 from engine.checkpoint import CheckpointError, checkpoint_state_dict, load_checkpoint
 from engine.train.options import TrainError
+from engine.train.torchvision_weights import build_from_torchvision, inherit_backbone_record, torchvision_source
 from models.model import Model
 from utils.errors import UserError
 from utils.log import LOGGER
@@ -45,6 +46,9 @@ def build_model(opt: argparse.Namespace, hyp: Dict[str, Any], nc: int,
         if not opt.cfg:
             raise TrainError("--cfg: a model yaml is required when training from scratch (--weights '')")
         return Model(opt.cfg, ch=3, nc=nc, anchors=anchors).to(device), None
+    tv = None if opt.resume else torchvision_source(opt.weights)  # ImageNet backbone weights from torchvision
+    if tv is not None:
+        return build_from_torchvision(tv, opt.cfg, nc, anchors).to(device), None
     ckpt = load_weights(opt.weights)
     try:
         csd, ckpt_yaml, _ = checkpoint_state_dict(ckpt, "model")
@@ -58,6 +62,7 @@ def build_model(opt: argparse.Namespace, hyp: Dict[str, Any], nc: int,
     exclude = ["anchor"] if (opt.cfg or anchors) and not opt.resume else []
     csd = intersect_dicts(csd, model.state_dict(), exclude=exclude)
     model.load_state_dict(csd, strict=False)
+    inherit_backbone_record(model, ckpt)
     LOGGER.info(f"Transferred {len(csd)}/{len(model.state_dict())} items from {opt.weights}")
     return model, ckpt
 

@@ -11,6 +11,7 @@ from typing import Any, Dict, Union
 
 from engine.cli import FlagError, check_at_least, check_fraction
 from engine.downloads import OFFICIAL_WEIGHTS, is_official
+from models.torchvision_backbones import BACKBONES as TORCHVISION_BACKBONES
 from utils.errors import UserError
 from utils.files import ROOT, check_file, glob_files, increment_path
 from utils.log import LOGGER
@@ -63,15 +64,17 @@ def existing_file(path: str, flag: str, what: str) -> str:
 
 
 def resolve_weights(weights: str) -> str:
-    """'' (from scratch), an existing checkpoint file, or an official release name (downloaded when loaded)."""
+    """'' (from scratch), an existing checkpoint file, an official release name or a torchvision backbone name
+    (both downloaded when loaded)."""
     weights = str(weights or "").strip()
-    if not weights or Path(weights).is_file() or is_official(weights):
-        return weights
+    if not weights or Path(weights).is_file() or is_official(weights) or weights in TORCHVISION_BACKBONES:
+        return weights  # official and torchvision names are downloaded when loaded
     if Path(weights).is_dir():
         raise TrainError(f"--weights {weights}: is a directory, expected a checkpoint file (e.g. "
                          f"{Path(weights) / 'weights' / 'best.pt'}), or '' to train from scratch")
     raise TrainError(f"--weights {weights}: file not found (a checkpoint path, one of {', '.join(OFFICIAL_WEIGHTS)}"
-                     f" to download, or '' to train from scratch)")
+                     f" to download, a torchvision backbone name such as mobilenet_v3_small, or '' to train from "
+                     f"scratch)")
 
 
 def resolve_hyp_path(hyp: str) -> str:
