@@ -112,6 +112,7 @@ class Trainer:
         self.ema: Optional[ModelEMA] = None
         self.ckpt: Optional[Dict[str, Any]] = None
         self.label_plot: Optional[Any] = None  # the process drawing labels.jpg
+        self.started = False  # the first epoch began: a failure from then on keeps the run folder
 
     def train(self) -> Results:
         """Set up, run the epochs, finish; returns the final validation results."""
@@ -131,23 +132,33 @@ class Trainer:
         self.setup_resume()
         self.setup_ddp()
         self.setup_loss()
+        self.write_run_files()
         self.log_start(time.time() - t)
 
     def setup_run_config(self) -> None:
-        """Hyperparameters, precision, hyp.yaml / opt.yaml (written before the gain scaling) and the loggers."""
+        """Hyperparameters (``opt.hyp`` keeps them as given, before the gain scaling) and precision."""
         opt = self.opt
         self.hyp = load_hyp(self.hyp_source, opt)
         LOGGER.info(colorstr("hyperparameters: ") + ", ".join(f"{k}={v}" for k, v in self.hyp.items()))
         opt.hyp = self.hyp.copy()
         self.precision: Precision = training_precision(self.device, precision_mode(opt))
+
+    def write_run_files(self) -> None:
+        """The first writes into the run folder, once every input has been checked (a failed start leaves
+        nothing behind): weights/, hyp.yaml, opt.yaml, the loggers, labels.jpg."""
         if not self.main_rank:
             return
+        opt = self.opt
         self.wdir.mkdir(parents=True, exist_ok=True)
         with open(self.save_dir / "hyp.yaml", "w") as f:
-            yaml.safe_dump(self.hyp, f, sort_keys=False)
+            yaml.safe_dump(opt.hyp, f, sort_keys=False)
         with open(self.save_dir / "opt.yaml", "w") as f:
-            yaml.safe_dump({k: v for k, v in vars(opt).items() if k != "hyp"} | {"hyp": self.hyp}, f, sort_keys=False)
+            yaml.safe_dump({k: v for k, v in vars(opt).items() if k != "hyp"} | {"hyp": opt.hyp}, f, sort_keys=False)
         self.loggers = Loggers(self.save_dir)
+        self.loggers.truncate(self.state.start_epoch if opt.resume else 0)  # rows about to be (re)trained go
+        if self.plots and not opt.resume:
+            self.label_plot = plot_in_background("labels.jpg", plot_labels, np.concatenate(self.dataset.labels, 0),
+                                                 self.names, self.save_dir)
 
     def setup_data(self) -> None:
         opt = self.opt
@@ -207,9 +218,6 @@ class Trainer:
             cache=None if opt.notest else opt.cache, rect=True, rank=-1, workers=opt.workers, pad=0.5,
             prefix=colorstr("val: "))[0]
         if not opt.resume:
-            if self.plots:
-                self.label_plot = plot_in_background("labels.jpg", plot_labels, np.concatenate(self.dataset.labels, 0),
-                                                     self.names, self.save_dir)
             if not opt.noautoanchor:
                 check_anchors(self.dataset, model=self.model, thr=hyp["anchor_t"], imgsz=self.imgsz)
             self.model.half().float()  # pre-reduce anchor precision
@@ -222,9 +230,10 @@ class Trainer:
             s.start_epoch, s.best_fitness, s.epochs = restore_training_state(self.ckpt, self.opt, self.optimizer,
                                                                              self.ema, s.epochs)
         self.ckpt = None
-        if self.loggers:
-            self.loggers.truncate(s.start_epoch if self.opt.resume else 0)  # rows about to be (re)trained go
         self.scheduler.last_epoch = s.start_epoch - 1
+        if s.start_epoch > 0:  # the LR an uninterrupted run has at this epoch (a stripped optimizer has lr0)
+            for group in self.optimizer.param_groups:  # epoch e trains at lf(e - 1): v5.0's schedule, kept
+                group["lr"] = group["initial_lr"] * self.lf(s.start_epoch - 1)
 
     def setup_ddp(self) -> None:
         """SyncBatchNorm and the DDP wrapper (the EMA keeps plain BatchNorm: it was copied before)."""
@@ -276,6 +285,7 @@ class Trainer:
         self.t0 = time.time()
         if self.stop_request.requested(self.distributed):
             raise Interrupted(self.stop_request.signum, "stopped before the first batch, nothing was trained")
+        self.started = True
         for epoch in range(s.start_epoch, s.epochs):
             s.epoch = epoch
             self.before_epoch()
@@ -376,7 +386,9 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ after_epoch
     def after_epoch(self) -> bool:
-        """Validate (each epoch, or only the final one with --noval), log, save; True = stop early."""
+        """Validate (each epoch, or only the final one with --noval), log, save; True = stop early.
+
+        An epoch that was not validated (--noval) logs NaN metrics: results.csv says 'nan', not 0."""
         s, opt = self.state, self.opt
         lr = [x["lr"] for x in self.optimizer.param_groups]
         self.scheduler.step()
@@ -384,18 +396,27 @@ class Trainer:
         if self.main_rank:
             self.ema.update_attr(de_parallel(self.model), include=EMA_ATTRS)
             final = s.epoch + 1 == s.epochs or self.stopper.possible_stop
-            if not opt.notest or final:
+            validated = not opt.notest or final
+            if validated:
                 s.results, s.maps = self.validate_epoch(final)
                 self.loggers.log_calibration(self.save_dir, s.epoch)
-            self.loggers.log_epoch(s.epoch, list(s.mloss.cpu().numpy()[:3]) + list(s.results) + lr)
+            metrics = s.results if validated else (float("nan"),) * len(s.results)
+            self.loggers.log_epoch(s.epoch, list(s.mloss.cpu().numpy()[:3]) + list(metrics) + lr)
             fi = fitness_value(s.results)
+            best = self.is_best(fi)
             s.best_fitness = max(s.best_fitness, fi)
             stop = self.stopper(s.epoch, fi)
             if not opt.nosave or (final and not opt.evolve):
-                self.save(epoch=s.epoch, best=s.best_fitness == fi)
+                self.save(epoch=s.epoch, best=best)
         if self.distributed:
             stop = broadcast_object(stop, 0)
         return stop
+
+    def is_best(self, fi: float) -> bool:
+        """Fitness ``fi`` makes this epoch best.pt: at least the best so far, or the run has no best.pt of its own
+        yet (a fitness that stays 0, or below the best_fitness of the checkpoint a resumed run started from)."""
+        has_best = self.state.best_epoch >= 0 or (bool(self.opt.resume) and self.best.exists())
+        return fi >= self.state.best_fitness or not has_best
 
     def validate_epoch(self, final: bool) -> Tuple[Results, np.ndarray]:
         """The EMA on the validation set; the final validation draws the plots and prints per-class results."""
