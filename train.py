@@ -2,8 +2,8 @@
 
 Single process:
     python train.py --data data/shapes.yaml --cfg models/yolov5-shufflenetv2.yaml --weights '' --img 320
-Resume the latest (or a given) run:
-    python train.py --resume [runs/train/exp/weights/last.pt | runs/train/exp]
+Resume the latest (or a given) run; with --epochs N, train it on to N epochs (also a finished run):
+    python train.py --resume [runs/train/exp/weights/last.pt | runs/train/exp] [--epochs N]
 Distributed (gloo on CPU, nccl on CUDA), batch split across ranks:
     torchrun --nproc_per_node 2 train.py --batch 32 --data ... --device cpu
 

@@ -352,7 +352,7 @@ def test_transfer_share_warns_when_the_body_does_not_fit(log_lines):
     check_transfer(t, opt)
     warning = [ln for ln in log_lines if "WARNING" in ln]
     assert len(warning) == 1 and "w.pt" in warning[0] and f"{t.matched}/{t.total}" in warning[0], warning
-    assert "layers 17 " in warning[0] and t.share > 0.5
+    assert "25 tensors of layer 17 " in warning[0] and t.share > 0.5
 
 
 def test_checkpoint_that_does_not_fit_cfg_is_an_error_unless_allowed(tiny, tmp_path, log_lines):
@@ -383,7 +383,8 @@ def test_unknown_hyp_keys_warn_with_the_closest_key(tmp_path, log_lines):
     log_lines.clear()
     load_hyp(loaded, opt)  # --evolve's generations get the dict of the file already checked: no repeat
     assert not log_lines.text()
-    shipped = {k for f in (ROOT / "data" / "hyps").glob("*.yaml") for k in yaml.safe_load(f.read_text())}
+    files = [*(ROOT / "data" / "hyps").glob("*.yaml"), *(ROOT / "data").glob("hyp.*.yaml")]
+    shipped = {k for f in files for k in yaml.safe_load(f.read_text())}
     assert shipped | set(EVOLVE_META) <= set(HYP_KEYS)  # no false alarm on the project's own files
 
 
@@ -473,6 +474,7 @@ def test_noval_logs_nan_for_epochs_not_validated_and_plots_skip_them(tiny, tmp_p
     ax = figures[0].axes
     map_lines = ax[8].get_lines()  # mAP@0.5: the validated epochs only, no zero line, no smoothed curve
     assert list(map_lines[0].get_xdata()) == [3, 7] and len(map_lines) == 1
+    assert ax[8].get_xlim()[0] < 0 and ax[8].get_xlim()[1] > 7  # on the same epoch axis as the losses
     assert len(ax[0].get_lines()) == 2  # train box loss: 8 points, so also smoothed
 
 
@@ -485,3 +487,25 @@ def test_best_pt_is_written_when_fitness_stays_zero(tiny, tmp_path, monkeypatch)
     assert train_cli(args) == 0
     best = tmp_path / "runs" / "exp" / "weights" / "best.pt"
     assert best.is_file() and torch.load(best, weights_only=True)["best_fitness"] == 0.0
+
+
+def test_new_files_removes_only_what_a_start_added(tmp_path):
+    from utils.files import NewFiles
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("x")
+    run = tmp_path / "runs" / "exp"
+    run.mkdir(parents=True)
+    (run / "old.txt").write_text("old")
+    (run / "link").symlink_to(outside)  # never followed
+    new = NewFiles(run)
+    (run / "weights").mkdir()
+    (run / "weights" / "last.pt").write_text("new")
+    (run / ".train.lock").write_text("new")
+    new.remove()
+    assert sorted(p.name for p in run.iterdir()) == ["link", "old.txt"] and (outside / "keep.txt").is_file()
+    fresh = NewFiles(tmp_path / "a" / "b" / "exp")
+    (tmp_path / "a" / "b" / "exp").mkdir(parents=True)
+    (tmp_path / "a" / "other").mkdir()  # another run appeared beside: its parent stays
+    fresh.remove()
+    assert not (tmp_path / "a" / "b").exists() and (tmp_path / "a" / "other").is_dir()

@@ -368,6 +368,10 @@ def plot_results(file: Union[str, Path] = "path/to/results.csv", dir: Union[str,
     if len(epochs) == 1:  # one epoch: a tick at it, not the -0.04 .. 0.04 matplotlib spreads around a point
         for a in ax:
             a.set_xticks(sorted(epochs))
+    else:  # every panel spans all epochs, also one whose few points are the validated epochs (--noval)
+        lo, hi = min(epochs), max(epochs)
+        for a in ax:
+            a.set_xlim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
     ax[1].legend(fontsize=8)
     fig.tight_layout()
     return _save_fig(fig, save_dir / "results.png")

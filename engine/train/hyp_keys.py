@@ -31,7 +31,7 @@ def warn_unknown_keys(keys: Iterable[str], source: str) -> List[str]:
     """One warning line per unknown key, naming ``source`` (a file, or a flag) and the closest known key."""
     lines = []
     for key, near in unknown_keys(keys):
-        hint = f"did you mean '{near}'?" if near else f"known keys: {', '.join(HYP_KEYS)}"
+        hint = f"did you mean '{near}'?" if near else "no known key is similar; see data/hyps/hyp.scratch.yaml"
         lines.append(f"WARNING: {source}: unknown hyperparameter '{key}' is ignored ({hint})")
         LOGGER.warning(lines[-1])
     return lines

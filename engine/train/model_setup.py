@@ -110,8 +110,9 @@ def check_transfer(t: TransferShare, opt: argparse.Namespace) -> None:
         LOGGER.warning(f"WARNING: {fit}: {reason}; training anyway (--allow-partial-transfer)")
     elif t.body_missing:
         layers = sorted({_layer(k) for k in t.body_missing} - {-1})
-        LOGGER.warning(f"WARNING: {fit}: transferred {what}; {len(t.body_missing)} tensors of layers "
-                       f"{_ranges(layers)} (outside the Detect head) start from scratch")
+        LOGGER.warning(f"WARNING: {fit}: transferred {what}; {len(t.body_missing)} tensors of "
+                       f"layer{'s' if len(layers) > 1 else ''} {_ranges(layers)} (outside the Detect head) start "
+                       f"from scratch")
     LOGGER.info(f"Transferred {what} from {opt.weights}")
 
 

@@ -117,8 +117,13 @@ class Trainer:
     def train(self) -> Results:
         """Set up, run the epochs, finish; returns the final validation results."""
         with self.stop_request:
-            self.before_train()
-            self.train_in_epoch()
+            try:
+                self.before_train()
+                self.train_in_epoch()
+            except BaseException:
+                if not self.started:  # the run folder is about to be removed: labels.jpg must not come back
+                    join_background(self.label_plot, timeout=0)
+                raise
         return self.after_train()
 
     # ------------------------------------------------------------------------------------------ before_train
