@@ -509,3 +509,11 @@ def test_new_files_removes_only_what_a_start_added(tmp_path):
     (tmp_path / "a" / "other").mkdir()  # another run appeared beside: its parent stays
     fresh.remove()
     assert not (tmp_path / "a" / "b").exists() and (tmp_path / "a" / "other").is_dir()
+
+
+def test_misspelt_data_yaml_keys_warn(tmp_path, log_lines):
+    from data.config import warn_misspelt_keys
+    warn_misspelt_keys({"train": "a", "vall": "b", "cls_group": [], "license": "CC BY 4.0", "url": "x"}, "d.yaml")
+    warnings = [ln for ln in log_lines if "WARNING" in ln]
+    assert len(warnings) == 2 and all("d.yaml" in w for w in warnings), warnings
+    assert "'vall'" in warnings[0] and "'val'" in warnings[0] and "'cls_groups'" in warnings[1]
