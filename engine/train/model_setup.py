@@ -61,6 +61,7 @@ def build_model(opt: argparse.Namespace, hyp: Dict[str, Any], nc: int,
     csd = intersect_dicts(csd, model.state_dict(), exclude=exclude)
     check_transfer(transfer_share(csd, model), opt)
     model.load_state_dict(csd, strict=False)
+    LOGGER.info(f"Transferred {len(csd)}/{len(model.state_dict())} items from {opt.weights}")
     return model, ckpt
 
 
@@ -97,9 +98,9 @@ def transfer_share(transferred: Dict[str, Any], model: nn.Module) -> TransferSha
 
 
 def check_transfer(t: TransferShare, opt: argparse.Namespace) -> None:
-    """The transfer line; a warning when layers outside the Detect head start from scratch; a TrainError when
-    less than half of the model (or none of its backbone) is transferred, unless --allow-partial-transfer."""
-    what = f"{t.matched}/{t.total} items ({t.share:.0%})"
+    """A warning when layers outside the Detect head start from scratch; a TrainError when less than half of the
+    model (or none of its backbone) is transferred, unless --allow-partial-transfer (then a warning)."""
+    what = f"{t.matched}/{t.total} tensors ({t.share:.0%})"
     fit = f"--weights {opt.weights}" + (f" with --cfg {opt.cfg}" if opt.cfg else "")
     if t.share < 0.5 or (t.backbone_total and not t.backbone_matched):
         reason = f"only {what} transferred" + (", none of the backbone" if not t.backbone_matched else "")
@@ -113,7 +114,6 @@ def check_transfer(t: TransferShare, opt: argparse.Namespace) -> None:
         LOGGER.warning(f"WARNING: {fit}: transferred {what}; {len(t.body_missing)} tensors of "
                        f"layer{'s' if len(layers) > 1 else ''} {_ranges(layers)} (outside the Detect head) start "
                        f"from scratch")
-    LOGGER.info(f"Transferred {what} from {opt.weights}")
 
 
 def _ranges(numbers: List[int]) -> str:
