@@ -182,6 +182,8 @@ class Trainer:
         if len(self.names) != self.nc:
             raise TrainError(f"{opt.data}: {len(self.names)} names found for nc={self.nc}")
         self.is_coco = str(opt.data).endswith("coco.yaml") and self.nc == 80
+        if self.hyp["cls_loss"] == "grouped" and self.data.get("cls_groups") is None:  # before any loader is built
+            raise TrainError(f"--cls-loss grouped: {opt.data} has no 'cls_groups' (the groups of exclusive classes)")
 
     def setup_model(self) -> None:
         opt = self.opt
@@ -262,10 +264,7 @@ class Trainer:
         m.nc, m.hyp, m.gr, m.names = nc, hyp, 1.0, self.names
         m.class_weights = labels_to_class_weights(self.dataset.labels, nc).to(self.device) * nc
         activation = CLS_ACTIVATION[hyp["cls_loss"]]
-        groups = self.data.get("cls_groups") if activation == "grouped" else None
-        if activation == "grouped" and groups is None:
-            raise TrainError(f"--cls-loss grouped: {self.opt.data} has no 'cls_groups' (the groups of exclusive "
-                             f"classes)")
+        groups = self.data.get("cls_groups") if activation == "grouped" else None  # checked in setup_data
         m.set_class_activation(activation, groups)  # once, on the model and the EMA: the loss never changes it
         if self.ema is not None:
             self.ema.ema.set_class_activation(activation, groups)
