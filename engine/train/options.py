@@ -145,10 +145,11 @@ def resume_checkpoint(resume: Union[bool, str]) -> Path:
     return path
 
 
-def resume_progress(ckpt: Path) -> Tuple[int, bool]:
+def resume_progress(ckpt: Path) -> Tuple[Optional[int], bool]:
     """(epochs trained, finished) of the run of checkpoint ``ckpt``; finished = its optimizer was stripped.
 
-    A finished checkpoint stores no epoch (v5.0 sets it to -1): the count comes from the run's results.csv.
+    A finished checkpoint stores no epoch (v5.0 sets it to -1): the count comes from the run's results.csv (None
+    without one).
     """
     try:
         state = load_checkpoint(ckpt, map_location="cpu")
@@ -158,11 +159,7 @@ def resume_progress(ckpt: Path) -> Tuple[int, bool]:
     if state.get("optimizer") is not None:
         epoch = state.get("epoch", -1)
         return (epoch if isinstance(epoch, int) else -1) + 1, False
-    done = trained_epochs(ckpt.parent.parent / "results.csv")
-    if done is None:
-        raise TrainError(f"--resume {ckpt}: that training is finished and {ckpt.parent.parent / 'results.csv'} "
-                         f"(which tells how many epochs it trained) is missing or empty")
-    return done, True
+    return trained_epochs(ckpt.parent.parent / "results.csv"), True
 
 
 def resume_target(ckpt: Path, epochs: Optional[int], saved_epochs: int) -> int:
@@ -171,9 +168,12 @@ def resume_target(ckpt: Path, epochs: Optional[int], saved_epochs: int) -> int:
     done, finished = resume_progress(ckpt)
     if epochs is None:
         if finished:
-            raise TrainError(f"--resume {ckpt}: that training is finished ({done} epochs), nothing to resume; "
-                             f"to train it longer add --epochs N with N > {done}")
+            raise TrainError(f"--resume {ckpt}: that training is finished ({done or saved_epochs} epochs), nothing "
+                             f"to resume; to train it longer add --epochs N with N > {done or saved_epochs}")
         return saved_epochs
+    if done is None:
+        raise TrainError(f"--resume {ckpt} --epochs {epochs}: that training is finished and "
+                         f"{ckpt.parent.parent / 'results.csv'} (which tells how many epochs it trained) is missing")
     if epochs <= done:
         raise TrainError(f"--resume {ckpt} --epochs {epochs}: that run has trained {done} epochs already; pass "
                          f"--epochs N with N > {done} to train it on to N epochs")

@@ -417,8 +417,8 @@ class Trainer:
         return stop
 
     def is_best(self, fi: float) -> bool:
-        """Fitness ``fi`` makes this epoch best.pt: at least the best so far, or the run has no best.pt of its own
-        yet (a fitness that stays 0, or below the best_fitness of the checkpoint a resumed run started from)."""
+        """Fitness ``fi`` makes this epoch best.pt: at least the best so far, or this run has written no best.pt
+        yet (so a fitness that stays 0 still gets one; a resumed run keeps the best.pt it already has)."""
         has_best = self.state.best_epoch >= 0 or (bool(self.opt.resume) and self.best.exists())
         return fi >= self.state.best_fitness or not has_best
 
