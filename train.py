@@ -2,8 +2,8 @@
 
 Single process:
     python train.py --data data/shapes.yaml --cfg models/yolov5-shufflenetv2.yaml --weights '' --img 320
-Resume the latest (or a given) run:
-    python train.py --resume [runs/train/exp/weights/last.pt | runs/train/exp]
+Resume the latest (or a given) run; with --epochs N, train it on to N epochs (also a finished run):
+    python train.py --resume [runs/train/exp/weights/last.pt | runs/train/exp] [--epochs N]
 Distributed (gloo on CPU, nccl on CUDA), batch split across ranks:
     torchrun --nproc_per_node 2 train.py --batch 32 --data ... --device cpu
 
@@ -29,14 +29,26 @@ from engine.train import workflow  # noqa: E402
 from engine.train.options import BOX_LOSSES, CLS_LOSSES  # noqa: E402
 
 # ------------------------------------------------------------------------------------------------ options
+class _EpochsGiven(argparse.Action):
+    """``--epochs N``, noting that it was given: --resume keeps the run's own epochs unless it is."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        namespace.epochs_given = True
+
+
 def parse_opt(known: bool = False, args: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """v5.0 flags with their defaults, the v6/v7 spellings as aliases of the same options, and the fork's own."""
     p = argparse.ArgumentParser(description="Train a YOLOv5 detector")  # allow_abbrev stays on (--img, --batch)
     p.add_argument("--weights", type=str, default="yolov5s.pt", help="initial weights path, '' = from scratch")
     p.add_argument("--cfg", type=str, default="", help="model.yaml path ('' = the yaml stored in --weights)")
+    p.add_argument("--allow-partial-transfer", action="store_true",
+                   help="train even when --weights fills less than half of the --cfg model (or none of its "
+                        "backbone); without it that is an error")
     p.add_argument("--data", type=str, default="data/coco128.yaml", help="dataset.yaml path")
     p.add_argument("--hyp", type=str, default="data/hyps/hyp.scratch.yaml", help="hyperparameters path")
-    p.add_argument("--epochs", type=int, default=300)
+    p.add_argument("--epochs", type=int, default=300, action=_EpochsGiven,
+                   help="total training epochs; with --resume: train that run on to this many (default: its own)")
     p.add_argument("--batch-size", "--batch", type=int, default=16,
                    help="total batch size for all devices/ranks (-1 = 16)")
     p.add_argument("--img-size", "--imgsz", "--img", dest="img_size", nargs="+", type=int, default=[640, 640],
@@ -107,6 +119,7 @@ def run(**kwargs: Any) -> argparse.Namespace:
         if k == "img_size" and isinstance(v, int):
             v = [v]
         setattr(opt, k, v)
+    opt.epochs_given = "epochs" in kwargs
     return main(opt)
 
 

@@ -19,6 +19,7 @@ A failure raises ``FileNotFoundError`` naming the yaml, the missing path(s) and 
 """
 from __future__ import annotations
 
+import difflib
 import shlex
 import subprocess
 import tempfile
@@ -36,6 +37,7 @@ from utils.text import load_yaml as load_yaml_file
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "val", "test")
+DATA_KEYS = ("path", "train", "val", "test", "nc", "names", "download", "generate", "cls_groups")
 DOWNLOAD_TIMEOUT = 30  # seconds to establish a download connection
 
 
@@ -180,12 +182,24 @@ def _generate(spec: Union[str, dict], root: Optional[Path], where: str) -> None:
         generate_shapes(root, **params)
 
 
+def warn_misspelt_keys(d: dict, where: str) -> None:
+    """A key close to a dataset key (``vall``, ``cls_group``) is most likely a typo: one warning naming both.
+    Other extra keys (a licence, a url) are the user's own and pass without a word."""
+    for key in d:
+        if key in DATA_KEYS or key == "yaml_file":
+            continue
+        near = difflib.get_close_matches(str(key), DATA_KEYS, n=1, cutoff=0.75)
+        if near:
+            LOGGER.warning(f"WARNING: {where}: unknown key '{key}' is ignored (did you mean '{near[0]}'?)")
+
+
 def check_dataset(data: Union[str, Path, dict], autodownload: bool = True) -> dict:
     """Resolve a dataset yaml (path or dict) -> dict with absolute ``train`` / ``val`` / ``test``, ``nc``,
     ``names`` (list); generates the shapes dataset or downloads the data when missing (module docstring)."""
     d = load_yaml(data) if isinstance(data, (str, Path)) else dict(data)
     where = d.get("yaml_file") or "data dict"
     yaml_dir = Path(d["yaml_file"]).parent if d.get("yaml_file") else None
+    warn_misspelt_keys(d, where)
 
     names = _names_list(d, where)
     nc = int(d["nc"]) if d.get("nc") is not None else len(names)

@@ -322,3 +322,198 @@ def test_truncated_checkpoint_as_weights(tiny, tmp_path, log_lines):
     assert train_cli(args_for(tiny, tmp_path / "runs") + ["--weights", str(f)]) == 1
     errors = errors_of(log_lines)
     assert len(errors) == 1 and "--weights" in errors[0] and str(f) in errors[0], errors
+
+
+# ------------------------------------------------------------------------------------------------ issue 22
+def _checkpoint(path: Path, cfg: dict, best_fitness: float = 0.0) -> Path:
+    from engine.checkpoint import save_checkpoint
+    from models.model import Model
+    model = Model(dict(cfg), ch=3, nc=3)
+    save_checkpoint({"epoch": -1, "best_fitness": best_fitness, "model": model, "ema": None, "optimizer": None}, path)
+    return path
+
+
+def test_transfer_share_warns_when_the_body_does_not_fit(log_lines):
+    from engine.train.model_setup import check_transfer, transfer_share
+    from models.model import Model
+    from train_helpers import TINY_CFG
+    from utils.torch_utils import intersect_dicts
+    trained = Model(dict(TINY_CFG), ch=3, nc=3).state_dict()
+    opt = train.parse_opt(True, ["--weights", "w.pt"])
+    other_nc = Model(dict(TINY_CFG), ch=3, nc=5)  # fine-tuning to other classes: only the Detect outputs differ
+    t = transfer_share(intersect_dicts(trained, other_nc.state_dict(), exclude=["anchor"]), other_nc)
+    check_transfer(t, opt)
+    assert t.backbone_matched == t.backbone_total and not t.body_missing
+    assert not [ln for ln in log_lines if "WARNING" in ln]
+    wider_head = dict(TINY_CFG, head=[list(r) for r in TINY_CFG["head"]])
+    wider_head["head"][-2] = [-1, 1, "C3", [512, False]]  # layer 17 (and the Detect conv reading it) changes
+    model = Model(wider_head, ch=3, nc=3)
+    t = transfer_share(intersect_dicts(trained, model.state_dict()), model)
+    check_transfer(t, opt)
+    warning = [ln for ln in log_lines if "WARNING" in ln]
+    assert len(warning) == 1 and "w.pt" in warning[0] and f"{t.matched}/{t.total}" in warning[0], warning
+    assert "25 tensors of layer 17 " in warning[0] and t.share > 0.5
+
+
+def test_checkpoint_that_does_not_fit_cfg_is_an_error_unless_allowed(tiny, tmp_path, log_lines):
+    from train_helpers import TINY_CFG
+    weights = _checkpoint(tmp_path / "p6.pt", dict(TINY_CFG, width_multiple=0.5))  # no tensor has the tiny shape
+    args = args_for(tiny, tmp_path / "runs") + ["--weights", str(weights)]
+    assert train_cli(args) == 1
+    errors = errors_of(log_lines)
+    assert len(errors) == 1 and f"--weights {weights}" in errors[0] and "--allow-partial-transfer" in errors[0]
+    assert "none of the backbone" in errors[0] and "/" in errors[0], errors
+    assert not (tmp_path / "runs").exists()  # a failed start leaves no run folder
+    log_lines.clear()
+    assert train_cli(args + ["--allow-partial-transfer"]) == 0, log_lines
+    assert any("WARNING" in ln and "--allow-partial-transfer" in ln for ln in log_lines)
+
+
+def test_unknown_hyp_keys_warn_with_the_closest_key(tmp_path, log_lines):
+    from engine.train.evolve import EVOLVE_META
+    from engine.train.hyp_keys import HYP_KEYS
+    from engine.train.options import load_hyp
+    hyp = write_hyp(tmp_path / "typo.yaml", lr_bogus=0.3, fl_gama=1.5)
+    opt = train.parse_opt(True, ["--hyp", str(hyp)])
+    loaded = load_hyp(str(hyp), opt)
+    warnings = [ln for ln in log_lines if "WARNING" in ln]
+    assert len(warnings) == 2 and all(f"--hyp {hyp}" in w for w in warnings), warnings
+    assert "'lr_bogus'" in warnings[0] and "'fl_gama'" in warnings[1] and "did you mean 'fl_gamma'" in warnings[1]
+    assert "fl_gama" not in loaded or loaded["fl_gamma"] == yaml.safe_load(hyp.read_text())["fl_gamma"]
+    log_lines.clear()
+    load_hyp(loaded, opt)  # --evolve's generations get the dict of the file already checked: no repeat
+    assert not log_lines.text()
+    files = [*(ROOT / "data" / "hyps").glob("*.yaml"), *(ROOT / "data").glob("hyp.*.yaml")]
+    shipped = {k for f in files for k in yaml.safe_load(f.read_text())}
+    assert shipped | set(EVOLVE_META) <= set(HYP_KEYS)  # no false alarm on the project's own files
+
+
+def test_compare_checks_hyp_keys_of_the_base_and_variants(tmp_path, log_lines):
+    from engine.compare.plan import check_hyps
+    from engine.compare.variants import parse_variant
+    check_hyps(str(write_hyp(tmp_path / "h.yaml", mosiac=1.0)), [parse_variant("ce fl_gama=1.5")])
+    warnings = [ln for ln in log_lines if "WARNING" in ln]
+    assert "h.yaml" in warnings[0] and "'mosaic'" in warnings[0], warnings
+    assert "--variant 'ce fl_gama=1.5'" in warnings[1] and "'fl_gamma'" in warnings[1], warnings
+
+
+def test_resume_a_finished_run_with_more_epochs_trains_on(tiny, tmp_path, log_lines, monkeypatch):
+    from utils.torch_utils import one_cycle
+    run = tmp_path / "runs" / "exp"
+    assert train_cli(args_for(tiny, tmp_path / "runs", epochs=1)) == 0
+    assert train_cli(["--resume", str(run)]) == 1  # finished, no --epochs: one line saying how to go on
+    assert "add --epochs N with N > 1" in errors_of(log_lines)[-1], log_lines
+    assert train_cli(["--resume", str(run), "--epochs", "1"]) == 1
+    assert "trained 1 epochs already" in errors_of(log_lines)[-1]
+    log_lines.clear()
+    lrs, before_epoch = {}, trainer_module.Trainer.before_epoch
+
+    def record_lr(self):  # the scheduled LR as each epoch begins (warmup changes it per batch afterwards)
+        lrs[self.state.epoch] = self.optimizer.param_groups[0]["lr"]
+        before_epoch(self)
+    monkeypatch.setattr(trainer_module.Trainer, "before_epoch", record_lr)
+    assert train_cli(["--resume", str(run), "--epochs", "3"]) == 0, log_lines
+    assert epochs_in(run / "results.csv") == [0, 1, 2]
+    assert yaml.safe_load((run / "opt.yaml").read_text())["epochs"] == 3
+    hyp = yaml.safe_load((run / "hyp.yaml").read_text())
+    lf = one_cycle(1, hyp["lrf"], 3)  # the schedule recomputed for 3 epochs, continued at epoch 1
+    assert lrs == pytest.approx({1: hyp["lr0"] * lf(0), 2: hyp["lr0"] * lf(1)})  # epoch e at lf(e - 1), as v5.0
+    assert torch.load(run / "weights" / "last.pt", weights_only=True)["optimizer"] is None  # finished again
+
+
+@pytest.mark.parametrize("case", ["weights", "hyp", "cls_groups", "label"])
+def test_failed_start_leaves_no_run_folder(case, tiny, tmp_path, log_lines):
+    args = args_for(tiny, tmp_path / "runs")
+    if case == "weights":
+        bad = tmp_path / "w.pt"
+        bad.write_bytes(b"not a checkpoint")
+        args += ["--weights", str(bad)]
+    elif case == "hyp":
+        args[args.index("--hyp") + 1] = str(write_hyp(tmp_path / "h.yaml", cls_loss="softmax"))
+    elif case == "cls_groups":
+        args += ["--cls-loss", "grouped"]  # the dataset has no cls_groups
+    else:
+        args[args.index("--data") + 1] = str(make_dataset(tmp_path / "ds", max_class=7))
+    assert train_cli(args) == 1 and len(errors_of(log_lines)) == 1, log_lines
+    assert not (tmp_path / "runs").exists()
+    assert train_cli(args_for(tiny, tmp_path / "runs")) == 0  # the next attempt gets the same name
+    assert (tmp_path / "runs" / "exp" / "weights" / "last.pt").is_file()
+
+
+def test_failed_start_in_an_exist_ok_folder_keeps_its_files(tiny, tmp_path, log_lines):
+    run = tmp_path / "runs" / "exp"
+    (run / "weights").mkdir(parents=True)
+    old = {"hyp.yaml": "old hyps\n", "results.csv": "old rows\n", "weights/last.pt": "old weights"}
+    for name, text in old.items():
+        (run / name).write_text(text)
+    args = args_for(tiny, tmp_path / "runs", "--exist-ok", "--cls-loss", "grouped")
+    assert train_cli(args) == 1, log_lines
+    assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == sorted(["weights", *old])
+    assert all((run / name).read_text() == text for name, text in old.items())
+
+
+def test_noval_logs_nan_for_epochs_not_validated_and_plots_skip_them(tiny, tmp_path, monkeypatch):
+    from utils import plots
+    assert train_cli(train_args(tiny["data"], tiny["cfg"], tiny["hyp"], tmp_path / "runs", "--noval", "--noplots",
+                                epochs=2)) == 0
+    rows = [[c.strip() for c in ln.split(",")] for ln in
+            (tmp_path / "runs" / "exp" / "results.csv").read_text().splitlines()[1:]]
+    assert rows[0][4:11] == ["nan"] * 7 and "nan" not in rows[1] and "nan" not in rows[0][1:4] + rows[0][11:]
+    from utils.loggers import Loggers
+    nan = float("nan")  # 8 epochs validated at 3 and 7 only; epoch 5 with empty cells (the other spelling)
+    for e in range(8):
+        Loggers(tmp_path, tensorboard=False).log_epoch(e, [0.1] * 3 + ([0.5] * 7 if e in (3, 7) else [nan] * 7)
+                                                       + [0.01] * 3)
+    csv = tmp_path / "results.csv"
+    lines = csv.read_text().splitlines()
+    lines[6] = lines[6].replace("nan", "")
+    csv.write_text("\n".join(lines) + "\n")
+    figures = []
+    monkeypatch.setattr(plots, "_save_fig", lambda fig, path: figures.append(fig) or path)
+    plots.plot_results(file=csv)
+    ax = figures[0].axes
+    map_lines = ax[8].get_lines()  # mAP@0.5: the validated epochs only, no zero line, no smoothed curve
+    assert list(map_lines[0].get_xdata()) == [3, 7] and len(map_lines) == 1
+    assert ax[8].get_xlim()[0] < 0 and ax[8].get_xlim()[1] > 7  # on the same epoch axis as the losses
+    assert len(ax[0].get_lines()) == 2  # train box loss: 8 points, so also smoothed
+
+
+def test_best_pt_is_written_when_fitness_stays_zero(tiny, tmp_path, monkeypatch):
+    """Fine-tuning a checkpoint whose best_fitness (0.9) the new data never reaches: best.pt all the same."""
+    from train_helpers import TINY_CFG
+    weights = _checkpoint(tmp_path / "trained.pt", TINY_CFG, best_fitness=0.9)
+    monkeypatch.setattr(validation, "validate", lambda *a, **k: ((0.0,) * 7, torch.zeros(3).numpy(), (0, 0, 0)))
+    args = args_for(tiny, tmp_path / "runs", epochs=2) + ["--weights", str(weights)]
+    assert train_cli(args) == 0
+    best = tmp_path / "runs" / "exp" / "weights" / "best.pt"
+    assert best.is_file() and torch.load(best, weights_only=True)["best_fitness"] == 0.0
+
+
+def test_new_files_removes_only_what_a_start_added(tmp_path):
+    from utils.files import NewFiles
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("x")
+    run = tmp_path / "runs" / "exp"
+    run.mkdir(parents=True)
+    (run / "old.txt").write_text("old")
+    (run / "link").symlink_to(outside)  # never followed
+    new = NewFiles(run)
+    (run / "weights").mkdir()
+    (run / "weights" / "last.pt").write_text("new")
+    (run / ".train.lock").write_text("new")
+    new.remove()
+    assert sorted(p.name for p in run.iterdir()) == ["link", "old.txt"] and (outside / "keep.txt").is_file()
+    fresh = NewFiles(tmp_path / "a" / "b" / "exp")
+    (tmp_path / "a" / "b" / "exp").mkdir(parents=True)
+    (tmp_path / "a" / "other").mkdir()  # another run appeared beside: its parent stays
+    fresh.remove()
+    assert not (tmp_path / "a" / "b").exists() and (tmp_path / "a" / "other").is_dir()
+
+
+def test_misspelt_data_yaml_keys_warn(tmp_path, log_lines):
+    from data.config import warn_misspelt_keys
+    warn_misspelt_keys({"train": "a", "vall": "b", "cls_group": [], "license": "CC BY 4.0", "url": "x"}, "d.yaml")
+    warnings = [ln for ln in log_lines if "WARNING" in ln]
+    assert len(warnings) == 2 and all("d.yaml" in w for w in warnings), warnings
+    assert "'vall'" in warnings[0] and "'val'" in warnings[0] and "'cls_groups'" in warnings[1]

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence
 
 from utils.log import LOGGER, colorstr
 
@@ -27,6 +28,15 @@ def _tensorboard_writer(save_dir: Path):
     return SummaryWriter(str(save_dir))
 
 
+def trained_epochs(csv: Path | str) -> Optional[int]:
+    """Epochs a run completed per its results.csv (last logged epoch + 1); None without a readable row."""
+    try:
+        rows = [ln.split(",")[0] for ln in Path(csv).read_text().splitlines()[1:] if ln.strip()]
+        return int(float(rows[-1])) + 1 if rows else None
+    except (OSError, ValueError):
+        return None
+
+
 class Loggers:
     """Writes one results.csv row (and TensorBoard scalars) per epoch into ``save_dir``."""
 
@@ -44,7 +54,10 @@ class Loggers:
         self.csv.write_text("\n".join(kept) + "\n")
 
     def log_epoch(self, epoch: int, values: Sequence[float]) -> None:
-        """Append ``epoch`` + the 13 values of RESULT_KEYS (right-aligned width 20, ``%20.5g``)."""
+        """Append ``epoch`` + the 13 values of RESULT_KEYS (right-aligned width 20, ``%20.5g``).
+
+        A value not measured this epoch (the metrics of an epoch --noval did not validate) is NaN: written as
+        ``nan``, and left out of TensorBoard."""
         if len(values) != len(RESULT_KEYS):
             raise ValueError(f"expected {len(RESULT_KEYS)} values, got {len(values)}")
         header = "" if self.csv.exists() else ",".join(f"{k:>20s}" for k in ("epoch",) + RESULT_KEYS) + "\n"
@@ -53,7 +66,8 @@ class Loggers:
             f.write(header + row + "\n")
         if self.tb:
             for k, v in zip(RESULT_KEYS, values):
-                self.tb.add_scalar(k, float(v), epoch)
+                if math.isfinite(float(v)):
+                    self.tb.add_scalar(k, float(v), epoch)
 
     def log_calibration(self, val_dir: Path | str, epoch: int) -> None:
         """TensorBoard scalars ECE and wrong-class rate from the validator's ``metrics.json`` in ``val_dir``."""

@@ -316,12 +316,17 @@ def _load_table(f: Path, **kwargs) -> np.ndarray:
     return data
 
 
+def _float_or_nan(text: str) -> float:
+    """A results.csv cell; an empty one (not measured) is NaN."""
+    return float(text.strip() or "nan")
+
+
 def _read_results(f: Path):
     """(titles, epochs, columns (n, 10)) from a v6 results.csv or a v5.0 results.txt."""
     if f.suffix == ".csv":
         with open(f) as fh:
             header = [s.strip() for s in fh.readline().split(",")]
-        data = _load_table(f, delimiter=",", skiprows=1)
+        data = _load_table(f, delimiter=",", skiprows=1, converters=_float_or_nan)
         order = [1, 2, 3, 4, 5, 8, 9, 10, 6, 7]  # train losses, P, R, val losses, mAPs
         if data.shape[1] < 11 or len(header) < 11:
             raise ValueError(f"{f}: expected 'epoch' + at least 10 result columns, found {len(header)} names and "
@@ -334,6 +339,8 @@ def _read_results(f: Path):
 
 def plot_results(file: Union[str, Path] = "path/to/results.csv", dir: Union[str, Path] = "") -> Path:
     """``results.png``: 2x5 grid of losses and metrics per epoch from ``results.csv`` (or v5.0 ``results.txt``).
+
+    Empty or ``nan`` cells (epochs that were not validated) are left out of the lines and the smoothed curves.
 
     With ``file`` it plots that file; with ``dir`` every ``results*.csv`` / ``results*.txt`` inside it.
     Saved next to the data.
@@ -353,13 +360,18 @@ def plot_results(file: Union[str, Path] = "path/to/results.csv", dir: Union[str,
         titles, x, y = _read_results(f)
         epochs.update(x.tolist())
         for i in range(10):
-            ax[i].plot(x, y[:, i], marker=".", label=f.stem, linewidth=2, markersize=6)
-            if len(x) > 5:
-                ax[i].plot(x, _smooth(y[:, i]), ":", label="smooth", linewidth=1.5)
+            ok = np.isfinite(y[:, i])  # NaN: not measured that epoch (--noval), not a zero
+            ax[i].plot(x[ok], y[ok, i], marker=".", label=f.stem, linewidth=2, markersize=6)
+            if ok.sum() > 5:
+                ax[i].plot(x[ok], _smooth(y[ok, i]), ":", label="smooth", linewidth=1.5)
             ax[i].set_title(titles[i], fontsize=11)
     if len(epochs) == 1:  # one epoch: a tick at it, not the -0.04 .. 0.04 matplotlib spreads around a point
         for a in ax:
             a.set_xticks(sorted(epochs))
+    else:  # every panel spans all epochs, also one whose few points are the validated epochs (--noval)
+        lo, hi = min(epochs), max(epochs)
+        for a in ax:
+            a.set_xlim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
     ax[1].legend(fontsize=8)
     fig.tight_layout()
     return _save_fig(fig, save_dir / "results.png")

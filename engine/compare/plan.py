@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence
+
+import yaml
 
 from engine.cli import FlagError
 from engine.compare.experiment import (PATH_FLAGS, Experiment, RunSpec, file_digest, find_experiment_dir,
                                        flag_value, short_hash)
-from engine.compare.variants import build_variants, check_flags
+from engine.compare.variants import Variant, build_variants, check_flags
+from engine.train.hyp_keys import warn_unknown_keys
 from utils.errors import MissingFileError
 from utils.files import ROOT
 
@@ -26,6 +29,21 @@ def _existing(path: Optional[str], what: str) -> Optional[str]:
 def default_hyp() -> Path:
     """train.py's default hyp file (used as the base of a variant's KEY=VALUE overrides)."""
     return ROOT / "data" / "hyps" / "hyp.scratch.yaml"
+
+
+def check_hyps(hyp: Optional[str], variants: Sequence[Variant]) -> None:
+    """The base hyp yaml must be a mapping; its keys and the variants' KEY=VALUE keys are checked against the keys
+    training reads (a warning with the closest key), before any folder is made or any run starts."""
+    src = Path(hyp) if hyp else default_hyp()
+    try:
+        base = yaml.safe_load(src.read_text(errors="ignore"))
+    except yaml.YAMLError as e:
+        raise FlagError(f"--hyp {src}: not valid yaml ({str(e).splitlines()[0]})") from None
+    if not isinstance(base, dict):
+        raise FlagError(f"--hyp {src}: not a yaml mapping of hyperparameters")
+    warn_unknown_keys(base, f"--hyp {src}")
+    for v in variants:
+        warn_unknown_keys(v.hyp, f"--variant '{v.text}'")
 
 
 def seeds_of(opt: argparse.Namespace) -> List[int]:
@@ -60,6 +78,7 @@ def plan_experiment(opt: argparse.Namespace, train_extra: List[str]) -> Experime
     variants = build_variants(opt.cls_loss, opt.variant)
     seeds = seeds_of(opt)
     settings = settings_of(opt, train_extra)
+    check_hyps(settings["hyp"], variants)
     settings["variants"] = [v.to_dict() for v in variants]
     settings["seeds"] = seeds
     runs = []

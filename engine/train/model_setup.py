@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any, Dict, Optional, Tuple
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -15,6 +17,7 @@ from engine.train.torchvision_weights import build_from_torchvision, inherit_bac
 from models.model import Model
 from utils.errors import UserError
 from utils.log import LOGGER
+from utils.loggers import trained_epochs
 from utils.loss import warn_multilabel_files
 from utils.text import load_yaml
 from utils.torch_utils import ModelEMA, intersect_dicts
@@ -61,20 +64,88 @@ def build_model(opt: argparse.Namespace, hyp: Dict[str, Any], nc: int,
     # anchors of a different model/hyp are not transferred (they are recomputed or come from the yaml)
     exclude = ["anchor"] if (opt.cfg or anchors) and not opt.resume else []
     csd = intersect_dicts(csd, model.state_dict(), exclude=exclude)
+    check_transfer(transfer_share(csd, model), opt)
     model.load_state_dict(csd, strict=False)
     inherit_backbone_record(model, ckpt)
     LOGGER.info(f"Transferred {len(csd)}/{len(model.state_dict())} items from {opt.weights}")
     return model, ckpt
 
 
+@dataclass
+class TransferShare:
+    """How much of a model a checkpoint filled: tensors matched by name and shape, overall and in the backbone."""
+
+    matched: int
+    total: int
+    backbone_matched: int
+    backbone_total: int
+    body_missing: List[str]  # model tensors outside the Detect head that start from scratch
+
+    @property
+    def share(self) -> float:
+        return self.matched / max(self.total, 1)
+
+
+def _layer(key: str) -> int:
+    """Layer index of a ``model.<i>.…`` state_dict key (-1 for anything else)."""
+    parts = key.split(".")
+    return int(parts[1]) if len(parts) > 2 and parts[0] == "model" and parts[1].isdigit() else -1
+
+
+def transfer_share(transferred: Dict[str, Any], model: nn.Module) -> TransferShare:
+    """Which of ``model``'s tensors ``transferred`` covers (backbone = the rows of the yaml's ``backbone``)."""
+    n_backbone = len((getattr(model, "yaml", None) or {}).get("backbone") or [])
+    head = len(model.model) - 1  # the Detect layer: its output convs follow nc, its anchors the yaml / hyp
+    keys = [k for k in model.state_dict() if not k.endswith("num_batches_tracked")]  # counters, no weights
+    backbone = [k for k in keys if 0 <= _layer(k) < n_backbone]
+    return TransferShare(matched=sum(k in transferred for k in keys), total=len(keys),
+                         backbone_matched=sum(k in transferred for k in backbone), backbone_total=len(backbone),
+                         body_missing=[k for k in keys if k not in transferred and _layer(k) != head])
+
+
+def check_transfer(t: TransferShare, opt: argparse.Namespace) -> None:
+    """A warning when layers outside the Detect head start from scratch; a TrainError when less than half of the
+    model (or none of its backbone) is transferred, unless --allow-partial-transfer (then a warning)."""
+    what = f"{t.matched}/{t.total} tensors ({t.share:.0%})"
+    fit = f"--weights {opt.weights}" + (f" with --cfg {opt.cfg}" if opt.cfg else "")
+    if t.share < 0.5 or (t.backbone_total and not t.backbone_matched):
+        reason = f"only {what} transferred" + (", none of the backbone" if not t.backbone_matched else "")
+        if not getattr(opt, "allow_partial_transfer", False):
+            raise TrainError(f"{fit}: the checkpoint does not fit the model ({reason}); training would start "
+                             f"(almost) from scratch. Pass the model yaml this checkpoint was trained with (or no "
+                             f"--cfg), or add --allow-partial-transfer to train anyway")
+        LOGGER.warning(f"WARNING: {fit}: {reason}; training anyway (--allow-partial-transfer)")
+    elif t.body_missing:
+        layers = sorted({_layer(k) for k in t.body_missing} - {-1})
+        LOGGER.warning(f"WARNING: {fit}: transferred {what}; {len(t.body_missing)} tensors of "
+                       f"layer{'s' if len(layers) > 1 else ''} {_ranges(layers)} (outside the Detect head) start "
+                       f"from scratch")
+
+
+def _ranges(numbers: List[int]) -> str:
+    """[0, 1, 2, 5, 7, 8] -> '0-2, 5, 7-8'."""
+    out: List[str] = []
+    for n in numbers:
+        if out and n == int(out[-1].split("-")[-1]) + 1:
+            out[-1] = f"{out[-1].split('-')[0]}-{n}"
+        else:
+            out.append(str(n))
+    return ", ".join(out)
+
+
 def restore_training_state(ckpt: Dict[str, Any], opt: argparse.Namespace, optimizer: torch.optim.Optimizer,
                            ema: Optional[ModelEMA], epochs: int) -> Tuple[int, float, int]:
-    """Optimizer, EMA, best fitness and epoch from a checkpoint; returns (start_epoch, best_fitness, epochs)."""
-    if opt.resume and ckpt.get("optimizer") is None:  # strip_optimizer ran: that training ended
-        raise TrainError(f"--resume {opt.weights}: training to {epochs} epochs is finished, nothing to resume")
+    """Optimizer, EMA, best fitness and epoch from a checkpoint; returns (start_epoch, best_fitness, epochs).
+
+    A finished run (strip_optimizer ran: no optimizer, no EMA, epoch -1) resumed with a larger --epochs goes on
+    from the epochs its results.csv holds, with a fresh optimizer (engine/train/options.py: resume_target)."""
+    finished = ckpt.get("optimizer") is None
     if ckpt.get("optimizer") is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
-    best_fitness = float(np.asarray(ckpt.get("best_fitness") or 0.0, dtype=float).reshape(-1)[0])
+    # the best fitness of the run this one continues; a fine-tuning measures its own (other data, other model)
+    best_fitness = 0.0
+    if opt.resume:
+        best_fitness = float(np.asarray(ckpt.get("best_fitness") or 0.0, dtype=float).reshape(-1)[0])
     if ema is not None and ckpt.get("ema") is not None:
         record = ckpt["ema"]
         sd = record["state_dict"] if isinstance(record, dict) else record.float().state_dict()
@@ -82,6 +153,8 @@ def restore_training_state(ckpt: Dict[str, Any], opt: argparse.Namespace, optimi
         ema.updates = int(ckpt.get("updates") or 0)
     epoch = ckpt.get("epoch", -1)
     start_epoch = (epoch if isinstance(epoch, int) else -1) + 1
+    if opt.resume and finished:
+        start_epoch = trained_epochs(Path(opt.save_dir) / "results.csv") or epochs
     if opt.resume:
         if start_epoch >= epochs:
             raise TrainError(f"--resume {opt.weights}: training to {epochs} epochs is finished, nothing to resume")

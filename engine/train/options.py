@@ -6,15 +6,18 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any, Dict, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 
+from engine.checkpoint import load_checkpoint
 from engine.cli import FlagError, check_at_least, check_fraction
 from engine.downloads import OFFICIAL_WEIGHTS, is_official
+from engine.train.hyp_keys import warn_unknown_keys
 from models.torchvision_backbones import BACKBONES as TORCHVISION_BACKBONES
 from utils.errors import UserError
 from utils.files import ROOT, check_file, glob_files, increment_path
 from utils.log import LOGGER
+from utils.loggers import trained_epochs
 from utils.text import load_yaml
 
 CLS_LOSSES = ("bce", "ce", "grouped")
@@ -91,11 +94,17 @@ def read_yaml(path: Union[str, Path], flag: str) -> Any:
 
 
 def load_hyp(hyp: Union[str, Path, Dict[str, Any]], opt: argparse.Namespace) -> Dict[str, Any]:
-    """Hyperparameters from a yaml path or dict, with the --cls-loss / --box-loss overrides applied."""
+    """Hyperparameters from a yaml path or dict, with the --cls-loss / --box-loss overrides applied.
+
+    Keys of a yaml file that training does not read are warned about (with the closest known key); a dict comes
+    from a caller (--evolve) that already loaded, and so checked, its file.
+    """
     if not isinstance(hyp, dict):
-        hyp = read_yaml(hyp, "--hyp")
+        path = hyp
+        hyp = read_yaml(path, "--hyp")
         if not isinstance(hyp, dict):
-            raise TrainError(f"--hyp {opt.hyp}: not a yaml mapping of hyperparameters")
+            raise TrainError(f"--hyp {path}: not a yaml mapping of hyperparameters")
+        warn_unknown_keys(hyp, f"--hyp {path}")
     hyp = dict(hyp)
     missing = [k for k in HYP_REQUIRED if k not in hyp]
     if missing:
@@ -135,11 +144,51 @@ def resume_checkpoint(resume: Union[bool, str]) -> Path:
     return path
 
 
-def resume_options(opt: argparse.Namespace, defaults: argparse.Namespace) -> argparse.Namespace:
+def resume_progress(ckpt: Path) -> Tuple[Optional[int], bool]:
+    """(epochs trained, finished) of the run of checkpoint ``ckpt``; finished = its optimizer was stripped.
+
+    A finished checkpoint stores no epoch (v5.0 sets it to -1): the count comes from the run's results.csv (None
+    without one).
+    """
+    try:
+        state = load_checkpoint(ckpt, map_location="cpu")
+    except Exception as e:  # noqa: BLE001 - whatever makes the file unreadable, one line naming it
+        raise TrainError(f"--resume {ckpt}: cannot read the checkpoint ({type(e).__name__}: "
+                         f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None
+    if state.get("optimizer") is not None:
+        epoch = state.get("epoch", -1)
+        return (epoch if isinstance(epoch, int) else -1) + 1, False
+    return trained_epochs(ckpt.parent.parent / "results.csv"), True
+
+
+def resume_target(ckpt: Path, epochs: Optional[int], saved_epochs: int) -> int:
+    """The total epochs of a resumed run: its own, or ``epochs`` (an explicit --epochs) when larger than what
+    it has trained. A finished run is trained on only to an explicit larger --epochs."""
+    done, finished = resume_progress(ckpt)
+    if epochs is None:
+        if finished:
+            raise TrainError(f"--resume {ckpt}: that training is finished ({done or saved_epochs} epochs), nothing "
+                             f"to resume; to train it longer add --epochs N with N > {done or saved_epochs}")
+        return saved_epochs
+    if done is None:
+        raise TrainError(f"--resume {ckpt} --epochs {epochs}: that training is finished and "
+                         f"{ckpt.parent.parent / 'results.csv'} (which tells how many epochs it trained) is missing")
+    if epochs <= done:
+        raise TrainError(f"--resume {ckpt} --epochs {epochs}: that run has trained {done} epochs already; pass "
+                         f"--epochs N with N > {done} to train it on to N epochs")
+    LOGGER.info(f"--epochs {epochs}: training {'the finished' if finished else 'the'} run {ckpt.parent.parent} on "
+                f"from epoch {done} to {epochs} (its LR schedule recomputed for {epochs} epochs"
+                + ("; momentum and EMA start afresh: the finished checkpoint keeps neither)" if finished else ")"))
+    return epochs
+
+
+def resume_options(opt: argparse.Namespace, defaults: argparse.Namespace,
+                   epochs_given: bool = False) -> argparse.Namespace:
     """The original options of the run being resumed, from ``<run>/opt.yaml`` two levels above the checkpoint.
 
     ``defaults`` (the parser's defaults) fill options added after that run was started. The precision flags of
     this command line win: a run started in bf16 can continue in fp32 and vice versa (checkpoints are fp32).
+    So does an explicit --epochs (``epochs_given``): the run trains on to that many epochs, finished or not.
     """
     ckpt = resume_checkpoint(opt.resume)
     opt_file = ckpt.parent.parent / "opt.yaml"
@@ -164,6 +213,7 @@ def resume_options(opt: argparse.Namespace, defaults: argparse.Namespace) -> arg
     new.save_dir = str(opt_file.parent)  # where the run is now, even if it was moved
     new.batch_size = int(saved.get("total_batch_size", new.batch_size))
     new.local_rank = opt.local_rank
+    new.epochs = resume_target(ckpt, opt.epochs if epochs_given else None, int(new.epochs))
     if getattr(opt, "fp32", False) or getattr(opt, "bf16", False):
         new.fp32, new.bf16 = bool(getattr(opt, "fp32", False)), bool(getattr(opt, "bf16", False))
     LOGGER.info(f"Resuming training from {ckpt}")
@@ -174,9 +224,10 @@ def resume_options(opt: argparse.Namespace, defaults: argparse.Namespace) -> arg
 def prepare_options(opt: argparse.Namespace, defaults: argparse.Namespace, world_size: int = 1,
                     rank: int = -1) -> argparse.Namespace:
     """Check the flags and resolve files, sizes, the run directory and the DDP fields of the options."""
+    epochs_given = bool(vars(opt).pop("epochs_given", False))  # set by train.py's --epochs; not an option to save
     check_flags(opt)
     if opt.resume and not opt.evolve:
-        opt = resume_options(opt, defaults)
+        opt = resume_options(opt, defaults, epochs_given)
     else:
         if not opt.data:
             raise TrainError("--data: a dataset yaml is required")

@@ -113,12 +113,18 @@ class Trainer:
         self.ema: Optional[ModelEMA] = None
         self.ckpt: Optional[Dict[str, Any]] = None
         self.label_plot: Optional[Any] = None  # the process drawing labels.jpg
+        self.started = False  # the first epoch began: a failure from then on keeps the run folder
 
     def train(self) -> Results:
         """Set up, run the epochs, finish; returns the final validation results."""
         with self.stop_request:
-            self.before_train()
-            self.train_in_epoch()
+            try:
+                self.before_train()
+                self.train_in_epoch()
+            except BaseException:
+                if not self.started:  # the run folder is about to be removed: labels.jpg must not come back
+                    join_background(self.label_plot, timeout=0)
+                raise
         return self.after_train()
 
     # ------------------------------------------------------------------------------------------ before_train
@@ -132,24 +138,34 @@ class Trainer:
         self.setup_resume()
         self.setup_ddp()
         self.setup_loss()
+        self.write_run_files()
         self.check_data()
         self.log_start(time.time() - t)
 
     def setup_run_config(self) -> None:
-        """Hyperparameters, precision, hyp.yaml / opt.yaml (written before the gain scaling) and the loggers."""
+        """Hyperparameters (``opt.hyp`` keeps them as given, before the gain scaling) and precision."""
         opt = self.opt
         self.hyp = load_hyp(self.hyp_source, opt)
         LOGGER.info(colorstr("hyperparameters: ") + ", ".join(f"{k}={v}" for k, v in self.hyp.items()))
         opt.hyp = self.hyp.copy()
         self.precision: Precision = training_precision(self.device, precision_mode(opt))
+
+    def write_run_files(self) -> None:
+        """The first writes into the run folder, once every input has been checked (a failed start leaves
+        nothing behind): weights/, hyp.yaml, opt.yaml, the loggers, labels.jpg."""
         if not self.main_rank:
             return
+        opt = self.opt
         self.wdir.mkdir(parents=True, exist_ok=True)
         with open(self.save_dir / "hyp.yaml", "w") as f:
-            yaml.safe_dump(self.hyp, f, sort_keys=False)
+            yaml.safe_dump(opt.hyp, f, sort_keys=False)
         with open(self.save_dir / "opt.yaml", "w") as f:
-            yaml.safe_dump({k: v for k, v in vars(opt).items() if k != "hyp"} | {"hyp": self.hyp}, f, sort_keys=False)
+            yaml.safe_dump({k: v for k, v in vars(opt).items() if k != "hyp"} | {"hyp": opt.hyp}, f, sort_keys=False)
         self.loggers = Loggers(self.save_dir)
+        self.loggers.truncate(self.state.start_epoch if opt.resume else 0)  # rows about to be (re)trained go
+        if self.plots and not opt.resume:
+            self.label_plot = plot_in_background("labels.jpg", plot_labels, np.concatenate(self.dataset.labels, 0),
+                                                 self.names, self.save_dir)
 
     def setup_data(self) -> None:
         opt = self.opt
@@ -168,6 +184,8 @@ class Trainer:
         if len(self.names) != self.nc:
             raise TrainError(f"{opt.data}: {len(self.names)} names found for nc={self.nc}")
         self.is_coco = str(opt.data).endswith("coco.yaml") and self.nc == 80
+        if self.hyp["cls_loss"] == "grouped" and self.data.get("cls_groups") is None:  # before any loader is built
+            raise TrainError(f"--cls-loss grouped: {opt.data} has no 'cls_groups' (the groups of exclusive classes)")
 
     def setup_model(self) -> None:
         opt = self.opt
@@ -209,9 +227,6 @@ class Trainer:
             cache=None if opt.notest else opt.cache, rect=True, rank=-1, workers=opt.workers, pad=0.5,
             prefix=colorstr("val: "))[0]
         if not opt.resume:
-            if self.plots:
-                self.label_plot = plot_in_background("labels.jpg", plot_labels, np.concatenate(self.dataset.labels, 0),
-                                                     self.names, self.save_dir)
             if not opt.noautoanchor:
                 check_anchors(self.dataset, model=self.model, thr=hyp["anchor_t"], imgsz=self.imgsz)
             self.model.half().float()  # pre-reduce anchor precision
@@ -224,9 +239,10 @@ class Trainer:
             s.start_epoch, s.best_fitness, s.epochs = restore_training_state(self.ckpt, self.opt, self.optimizer,
                                                                              self.ema, s.epochs)
         self.ckpt = None
-        if self.loggers:
-            self.loggers.truncate(s.start_epoch if self.opt.resume else 0)  # rows about to be (re)trained go
         self.scheduler.last_epoch = s.start_epoch - 1
+        if s.start_epoch > 0:  # the LR an uninterrupted run has at this epoch (a stripped optimizer has lr0)
+            for group in self.optimizer.param_groups:  # epoch e trains at lf(e - 1): v5.0's schedule, kept
+                group["lr"] = group["initial_lr"] * self.lf(s.start_epoch - 1)
 
     def setup_ddp(self) -> None:
         """SyncBatchNorm and the DDP wrapper (the EMA keeps plain BatchNorm: it was copied before)."""
@@ -250,10 +266,7 @@ class Trainer:
         m.nc, m.hyp, m.gr, m.names = nc, hyp, 1.0, self.names
         m.class_weights = labels_to_class_weights(self.dataset.labels, nc).to(self.device) * nc
         activation = CLS_ACTIVATION[hyp["cls_loss"]]
-        groups = self.data.get("cls_groups") if activation == "grouped" else None
-        if activation == "grouped" and groups is None:
-            raise TrainError(f"--cls-loss grouped: {self.opt.data} has no 'cls_groups' (the groups of exclusive "
-                             f"classes)")
+        groups = self.data.get("cls_groups") if activation == "grouped" else None  # checked in setup_data
         m.set_class_activation(activation, groups)  # once, on the model and the EMA: the loss never changes it
         if self.ema is not None:
             self.ema.ema.set_class_activation(activation, groups)
@@ -284,6 +297,7 @@ class Trainer:
         self.t0 = time.time()
         if self.stop_request.requested(self.distributed):
             raise Interrupted(self.stop_request.signum, "stopped before the first batch, nothing was trained")
+        self.started = True
         for epoch in range(s.start_epoch, s.epochs):
             s.epoch = epoch
             self.before_epoch()
@@ -384,7 +398,9 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ after_epoch
     def after_epoch(self) -> bool:
-        """Validate (each epoch, or only the final one with --noval), log, save; True = stop early."""
+        """Validate (each epoch, or only the final one with --noval), log, save; True = stop early.
+
+        An epoch that was not validated (--noval) logs NaN metrics: results.csv says 'nan', not 0."""
         s, opt = self.state, self.opt
         lr = [x["lr"] for x in self.optimizer.param_groups]
         self.scheduler.step()
@@ -392,18 +408,27 @@ class Trainer:
         if self.main_rank:
             self.ema.update_attr(de_parallel(self.model), include=EMA_ATTRS)
             final = s.epoch + 1 == s.epochs or self.stopper.possible_stop
-            if not opt.notest or final:
+            validated = not opt.notest or final
+            if validated:
                 s.results, s.maps = self.validate_epoch(final)
                 self.loggers.log_calibration(self.save_dir, s.epoch)
-            self.loggers.log_epoch(s.epoch, list(s.mloss.cpu().numpy()[:3]) + list(s.results) + lr)
+            metrics = s.results if validated else (float("nan"),) * len(s.results)
+            self.loggers.log_epoch(s.epoch, list(s.mloss.cpu().numpy()[:3]) + list(metrics) + lr)
             fi = fitness_value(s.results)
+            best = self.is_best(fi)
             s.best_fitness = max(s.best_fitness, fi)
             stop = self.stopper(s.epoch, fi)
             if not opt.nosave or (final and not opt.evolve):
-                self.save(epoch=s.epoch, best=s.best_fitness == fi)
+                self.save(epoch=s.epoch, best=best)
         if self.distributed:
             stop = broadcast_object(stop, 0)
         return stop
+
+    def is_best(self, fi: float) -> bool:
+        """Fitness ``fi`` makes this epoch best.pt: at least the best so far, or this run has written no best.pt
+        yet (so a fitness that stays 0 still gets one; a resumed run keeps the best.pt it already has)."""
+        has_best = self.state.best_epoch >= 0 or (bool(self.opt.resume) and self.best.exists())
+        return fi >= self.state.best_fitness or not has_best
 
     def validate_epoch(self, final: bool) -> Tuple[Results, np.ndarray]:
         """The EMA on the validation set; the final validation draws the plots and prints per-class results."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-from typing import Any, Dict, Iterator, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, Sequence, Union
 
 import torch
 import torch.distributed as dist
@@ -13,13 +13,20 @@ from engine.train.options import TrainError, prepare_options
 from engine.train.run_lock import RunFolderBusy, RunLock
 from engine.train.trainer import Trainer
 from utils.distributed import LOCAL_RANK, RANK, WORLD_SIZE, broadcast_object, init_distributed
+from utils.files import NewFiles
 from utils.log import LOGGER, set_logging
 from utils.torch_utils import select_device
 
 
 @contextlib.contextmanager
-def claim_run_folder(save_dir: str) -> Iterator[None]:
-    """Hold the run folder's lock while training (rank 0 claims; every DDP rank fails alike when it cannot)."""
+def claim_run_folder(save_dir: str, started: Callable[[], bool] = lambda: True) -> Iterator[None]:
+    """Hold the run folder's lock while training (rank 0 claims; every DDP rank fails alike when it cannot).
+
+    A start that fails before ``started()`` (bad --weights, --hyp, dataset, ...) removes what it added to the
+    folder, the folder itself when it created it, so the next attempt gets the same name. A folder it could not
+    claim is another training's: nothing in it is touched.
+    """
+    new = NewFiles(save_dir) if RANK in (-1, 0) else None
     lock, error = RunLock(save_dir), None
     if RANK in (-1, 0):
         try:
@@ -32,14 +39,19 @@ def claim_run_folder(save_dir: str) -> Iterator[None]:
         raise RunFolderBusy(error)
     try:
         yield
+    except BaseException:
+        if new is not None and not started():
+            new.remove()
+        raise
     finally:
         lock.release()
 
 
 def train(hyp: Union[str, Dict[str, Any]], opt: argparse.Namespace, device: torch.device) -> Sequence[float]:
     """Train per the prepared options; returns (P, R, mAP@0.5, mAP@0.5:0.95, val box, obj, cls)."""
-    with claim_run_folder(opt.save_dir):
-        return Trainer(hyp, opt, device).train()
+    trainer = Trainer(hyp, opt, device)
+    with claim_run_folder(opt.save_dir, started=lambda: trainer.started):
+        return trainer.train()
 
 
 def setup_ddp(opt: argparse.Namespace, device: torch.device) -> torch.device:
