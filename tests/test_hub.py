@@ -175,6 +175,7 @@ def test_autoshape_leaves_an_unfused_model_intact():
     """Wrapping folds BatchNorm for speed, but into a copy: the caller's model keeps its layers and numbers."""
     from engine.autoshape import AutoShape
     from models.model import Model
+    from utils.precision import inference_precision
     from utils.torch_utils import is_fused
     cfg = yaml.safe_load((ROOT / "models" / "yolov5s.yaml").read_text())
     cfg.update(width_multiple=0.125, depth_multiple=0.33, nc=3)
@@ -183,7 +184,7 @@ def test_autoshape_leaves_an_unfused_model_intact():
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         before = model(x)[0]
-    wrapped = AutoShape(model)
+    wrapped = AutoShape(model, precision=inference_precision("cpu", fp32=True))  # numbers compared in fp32 on every CPU
     assert is_fused(wrapped.model) and not is_fused(model) and set(model.state_dict()) == keys
     with torch.no_grad():
         torch.testing.assert_close(model(x)[0], before)

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.multiprocessing as mp
@@ -94,8 +95,11 @@ def _sync_bn_worker(rank: int, world: int, port: int, x: torch.Tensor, q) -> Non
     dist.destroy_process_group()
 
 
-def test_cpu_sync_batchnorm_matches_one_big_batch():
+def test_cpu_sync_batchnorm_matches_one_big_batch(monkeypatch):
     x = torch.randn(4, 3, 5, 5) * 3 + 1
+    # spawned children unpickle _sync_bn_worker by importing this module: make sure its folder is on the path they
+    # inherit, whatever earlier tests in this worker process did to sys.path (seen once under xdist)
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent))
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     port = free_port()
