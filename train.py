@@ -87,7 +87,7 @@ def parse_opt(known: bool = False, args: Optional[Sequence[str]] = None) -> argp
                    help="exact fp32 training (default: fp16 autocast + GradScaler on CUDA; on CPU bf16 autocast "
                         "where the CPU runs bf16 natively (AMX / AVX512-BF16), fp32 elsewhere)")
     p.add_argument("--bf16", action="store_true",
-                   help="bf16 autocast training on any device (the CPU default where native; emulated and slow elsewhere)")
+                   help="bf16 autocast training on any device (CPU default where native; emulated, slow, elsewhere)")
     return p.parse_known_args(args)[0] if known else p.parse_args(args)
 
 

@@ -262,8 +262,8 @@ def cpu_description() -> str:
 
 def whole_table(variants: Sequence[Variant], results: Dict[str, List[RunResult]]) -> str:
     """Markdown table of medians and ratios to the first variant."""
-    med = {v.name: {k: statistics.median(getattr(r, k) for r in results[v.name]) for k in ("wall", "user", "sys", "minflt")}
-           for v in variants}
+    keys = ("wall", "user", "sys", "minflt")
+    med = {v.name: {k: statistics.median(getattr(r, k) for r in results[v.name]) for k in keys} for v in variants}
     base = med[variants[0].name]
     rows = ["| variant | wall s | wall ratio | CPU user s | CPU sys s | CPU ratio | minor faults | walls of the runs |",
             "|---|---:|---:|---:|---:|---:|---:|---|"]
@@ -288,7 +288,8 @@ def whole(opt) -> Dict[str, List[RunResult]]:
             worktree = add_baseline_worktree(opt.baseline_commit, tmp / "baseline")
         baseline = Path(opt.baseline).resolve() if opt.baseline else worktree
         variants = make_variants(opt.variants, baseline)
-        yamls = {c: copy_dataset(data, tmp / f"data{i}") for i, c in enumerate(dict.fromkeys(v.checkout for v in variants))}
+        checkouts = dict.fromkeys(v.checkout for v in variants)  # one dataset copy (and label cache) per checkout
+        yamls = {c: copy_dataset(data, tmp / f"data{i}") for i, c in enumerate(checkouts)}
         project = tmp / "runs"
         project.mkdir()
         print(f"CPU: {cpu_description()}")
