@@ -25,6 +25,7 @@ if str(ROOT) not in sys.path:
 from engine.cli import (add_device, add_dnn, add_imgsz, add_output, add_precision, add_thresholds,  # noqa: E402
                         add_weights, run_cli)
 from engine.predict import run  # noqa: E402,F401  (detect.run: the v6+ Python entry point)
+from utils.allocator import keep_freed_memory  # noqa: E402
 from utils.log import LOGGER, colorstr  # noqa: E402
 
 
@@ -60,6 +61,7 @@ def parse_opt(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def main(opt: argparse.Namespace) -> Path:
+    keep_freed_memory()  # glibc: no page-fault churn (utils/allocator.py)
     return run(**vars(opt))
 
 

@@ -27,6 +27,7 @@ if str(ROOT) not in sys.path:
 from engine.cli import run_cli  # noqa: E402
 from engine.train import workflow  # noqa: E402
 from engine.train.options import BOX_LOSSES, CLS_LOSSES  # noqa: E402
+from utils.allocator import keep_freed_memory  # noqa: E402
 
 # ------------------------------------------------------------------------------------------------ options
 class _EpochsGiven(argparse.Action):
@@ -95,18 +96,22 @@ def parse_opt(known: bool = False, args: Optional[Sequence[str]] = None) -> argp
     p.add_argument("--box-loss", type=str, choices=BOX_LOSSES, default=None,
                    help="box regression IoU loss; default: hyp box_loss, else ciou")
     p.add_argument("--fp32", action="store_true",
-                   help="exact fp32 training (default: fp16 autocast + GradScaler on CUDA, fp32 on CPU)")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast training (CPU: fast with AMX / AVX512-BF16, emulated and slow elsewhere)")
+                   help="exact fp32 training (default: fp16 autocast + GradScaler on CUDA; on CPU bf16 autocast "
+                        "where the CPU runs bf16 natively (AMX / AVX512-BF16), fp32 elsewhere)")
+    p.add_argument("--bf16", action="store_true",
+                   help="bf16 autocast training on any device (CPU default where native; emulated, slow, elsewhere)")
     return p.parse_known_args(args)[0] if known else p.parse_args(args)
 
 
 def main(opt: argparse.Namespace) -> argparse.Namespace:
     """Train (or --evolve / --resume) per the parsed options; returns the resolved options."""
+    keep_freed_memory()  # glibc: no page-fault churn, in dataloader workers and DDP ranks too
     return workflow.main(opt, defaults=parse_opt(True, args=[]))
 
 
 def train(hyp: Union[str, Dict[str, Any]], opt: argparse.Namespace, device: torch.device):
     """v5.0 ``train(hyp, opt, device)``: ``opt`` as prepared by :func:`main` (save_dir, total_batch_size, ...)."""
+    keep_freed_memory()
     return workflow.train(hyp, opt, device)
 
 

@@ -26,6 +26,7 @@ from engine.cli import (add_device, add_dnn, add_imgsz, add_output, add_precisio
 from engine.val import (TASKS, coco80_to_coco91_class, process_batch, run, save_one_json,  # noqa: E402,F401
                         save_one_txt)
 from engine.val.tasks import run_task  # noqa: E402
+from utils.allocator import keep_freed_memory  # noqa: E402
 from utils.calibration import MIN_CONF  # noqa: E402
 
 
@@ -67,6 +68,7 @@ def parse_opt(argv: Optional[Sequence[str]] = None, prog: str = "val.py",
 
 def main(opt: argparse.Namespace, plot_prefix: str = "val") -> None:
     """Run the ``--task`` asked for (bad input raises utils.errors.UserError; :func:`cli` turns it into exit 1)."""
+    keep_freed_memory()  # glibc: no page-fault churn (utils/allocator.py)
     run_task(opt, plot_prefix)
 
 

@@ -16,6 +16,7 @@ from engine.train.options import TrainError, load_hyp
 from train_helpers import make_dataset, run_train, train_args, write_cfg, write_hyp
 from utils.files import increment_path
 from utils.loggers import RESULT_KEYS
+from utils.precision import cpu_bf16_native
 
 
 def parse(cmd: str):
@@ -132,7 +133,8 @@ def test_one_epoch_writes_run_outputs(tiny, tmp_path):
     r = run_train(args, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "must be multiple of max stride 32, updating to 64" in r.stdout + r.stderr  # 60 rounded up, warned
-    assert "Precision: fp32" in r.stdout + r.stderr  # no native bf16 on this CPU; in the start-up lines
+    default = "bf16 autocast" if cpu_bf16_native() else "fp32"  # the subprocess asks the same CPU
+    assert f"Precision: {default}, channels_last (default: this CPU" in r.stdout + r.stderr  # in the start-up lines
     assert "Recommendation: --cls-loss ce (softmax over all classes) fits" in r.stdout + r.stderr  # label diagnosis
     assert "Dataset check: train 8 images / " in r.stdout + r.stderr  # the dataset check in short
     save = tmp_path / "runs" / "exp"
@@ -277,23 +279,29 @@ def test_evolve_writes_results_and_best_hyps(tiny, tmp_path):
 
 # ------------------------------------------------------------------------------------------------ precision
 @pytest.mark.parametrize("flags, device, native, expected", [
-    ("", "cpu", False, ("fp32", False)),  # this machine: no native bf16
-    ("", "cpu", True, ("fp32", False)),  # AMX / AVX512-BF16 CPUs: opt-in until the accuracy check is measured
-    ("--fp32", "cpu", True, ("fp32", False)),
-    ("--bf16", "cpu", False, ("bf16 autocast", False)),  # forced, emulated
-    ("", "cuda", False, ("fp16 autocast", True)),  # upstream amp: fp16 + GradScaler
-    ("--bf16", "cuda", False, ("bf16 autocast", False)),  # bf16 needs no scaler
+    ("", "cpu", False, ("fp32", False, "default: this CPU has no native bf16; --bf16 forces bf16 autocast")),
+    ("", "cpu", True, ("bf16 autocast", False, "default: this CPU runs bf16 natively; --fp32 for exact fp32")),
+    ("--fp32", "cpu", True, ("fp32", False, "--fp32")),
+    ("--bf16", "cpu", False, ("bf16 autocast", False, "--bf16")),  # forced, emulated
+    ("", "cuda", False, ("fp16 autocast", True, "default on CUDA; --fp32 for exact fp32")),  # upstream amp
+    ("", "cuda", True, ("fp16 autocast", True, "default on CUDA; --fp32 for exact fp32")),  # the CPU is not asked
+    ("--fp32", "cuda", False, ("fp32", False, "--fp32")),
+    ("--bf16", "cuda", False, ("bf16 autocast", False, "--bf16")),  # bf16 needs no scaler
 ])
 def test_training_precision_selection(flags, device, native, expected, monkeypatch):
+    """bf16 autocast + channels_last is the CPU default exactly where the CPU runs bf16 natively (the capability
+    query mocked both ways, so the test holds on AVX2-only and AMX machines alike); the reason is in the line."""
     from engine.train.options import precision_mode
     from utils import precision
     monkeypatch.setattr(precision, "cpu_bf16_native", lambda: native)
     p = precision.training_precision(device, precision_mode(parse(flags)))
-    assert (p.name, p.scaler) == expected
-    monkeypatch.setattr(precision, "TRAIN_BF16_BY_DEFAULT", True)  # the switch for native CPUs, once measured
-    p = precision.training_precision(device, precision_mode(parse(flags)))
-    assert p.name == ("bf16 autocast" if device == "cpu" and native and not flags else expected[0])
+    assert (p.name, p.scaler, p.reason) == expected
+    assert p.channels_last == (device == "cpu")
     assert p.emulated == (flags == "--bf16" and device == "cpu" and not native)
+    assert p.describe().endswith(f"({expected[2]})")
+    monkeypatch.setattr(precision, "TRAIN_BF16_BY_DEFAULT", False)  # the policy before issue 21: fp32 on any CPU
+    p = precision.training_precision(device, precision_mode(parse(flags)))
+    assert p.name == ("fp32" if device == "cpu" and not flags else expected[0])
 
 
 def test_forced_bf16_training_steps_lower_the_loss():
