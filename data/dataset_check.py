@@ -288,11 +288,9 @@ def run_checks(splits: Sequence[SplitData], names: List[str], settings: Optional
     settings = settings or CheckSettings()
     nc = len(names)
     stats = {s.name: split_stats(s, nc) for s in splits}
-    all_files = [f for s in splits for f in s.files]
-    flat = file_hashes(all_files, settings.workers)
-    hashes, k = {}, 0
-    for s in splits:
-        hashes[s.name], k = flat[k:k + len(s.files)], k + len(s.files)
+    unique = list(dict.fromkeys(f for s in splits for f in s.files))  # a val that is train is read once
+    by_file = dict(zip(unique, file_hashes(unique, settings.workers)))
+    hashes = {s.name: [by_file[f] for f in s.files] for s in splits}
     findings: List[Finding] = []
     for s in splits:
         findings += dropped(s) + unlabeled(s)
