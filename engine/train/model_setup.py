@@ -140,7 +140,7 @@ def restore_training_state(ckpt: Dict[str, Any], opt: argparse.Namespace, optimi
     A finished run (strip_optimizer ran: no optimizer, no EMA, epoch -1) resumed with a larger --epochs goes on
     from the epochs its results.csv holds, with a fresh optimizer (engine/train/options.py: resume_target)."""
     finished = ckpt.get("optimizer") is None
-    if ckpt.get("optimizer") is not None:
+    if not finished:
         optimizer.load_state_dict(ckpt["optimizer"])
     # the best fitness of the run this one continues; a fine-tuning measures its own (other data, other model)
     best_fitness = 0.0
