@@ -23,11 +23,9 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, List
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -37,6 +35,8 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from data.config import check_dataset  # noqa: E402
 from data.datasets import create_dataloader  # noqa: E402
+from engine.baseline import baseline_checkout  # noqa: E402
+from engine.cli import run_cli  # noqa: E402
 from utils.log import set_logging  # noqa: E402
 
 BASELINE_COMMIT = "f5e98d3"
@@ -75,22 +75,6 @@ def item_cost(root: Path, args: Dict, env: Dict[str, str]) -> Dict:
     if out.returncode:
         raise SystemExit(f"ERROR: the item-cost run in {root} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-@contextmanager
-def baseline_checkout(path: Optional[str], commit: str) -> Iterator[Path]:
-    """The given checkout, or a temporary detached worktree of ``commit`` (removed afterwards)."""
-    if path:
-        yield Path(path).resolve()
-        return
-    with tempfile.TemporaryDirectory(prefix="bench-dataloader-") as tmp:
-        wt = Path(tmp) / "baseline"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet", str(wt), commit],
-                       check=True)
-        try:
-            yield wt
-        finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(wt)], check=False)
 
 
 def compare(a) -> None:
@@ -180,4 +164,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main, None))  # main(None) parses sys.argv; a user error is one line

@@ -44,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -60,6 +61,8 @@ from utils.checks import check_img_size  # noqa: E402
 from utils.loss import ComputeLoss  # noqa: E402
 from data.config import check_dataset  # noqa: E402
 from data.datasets import create_dataloader  # noqa: E402
+from engine.baseline import baseline_checkout  # noqa: E402
+from engine.cli import run_cli  # noqa: E402
 from utils.precision import cpu_bf16_native  # noqa: E402
 
 DEFAULT_CFGS = ("models/yolov5s.yaml", "models/yolov5-shufflenetv2.yaml")
@@ -205,20 +208,6 @@ def copy_dataset(data_yaml: Path, dest: Path) -> Path:
     return out
 
 
-def add_baseline_worktree(commit: str, dest: Path) -> Path:
-    """``git worktree add --detach`` of ``commit`` of this repository at ``dest``."""
-    r = subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(dest), commit],
-                       capture_output=True, text=True)
-    if r.returncode:
-        raise SystemExit(f"ERROR: git worktree add of {commit} failed (pass --baseline DIR instead): "
-                         f"{r.stderr.strip()}")
-    return dest
-
-
-def remove_worktree(path: Path) -> None:
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(path)], capture_output=True)
-
-
 def child_env(extra: Dict[str, str]) -> Dict[str, str]:
     """This environment without glibc malloc variables (each variant sets its own allocator), plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "YOLOV5_MALLOC_TUNING"}
@@ -282,38 +271,39 @@ def whole(opt) -> Dict[str, List[RunResult]]:
     if not data.is_file():
         raise SystemExit(f"ERROR: --data {data}: no such data yaml")
     tmp = Path(tempfile.mkdtemp(prefix="bench_train_"))
-    worktree = None
     try:
-        if "main" in opt.variants and not opt.baseline:
-            worktree = add_baseline_worktree(opt.baseline_commit, tmp / "baseline")
-        baseline = Path(opt.baseline).resolve() if opt.baseline else worktree
-        variants = make_variants(opt.variants, baseline)
-        checkouts = dict.fromkeys(v.checkout for v in variants)  # one dataset copy (and label cache) per checkout
-        yamls = {c: copy_dataset(data, tmp / f"data{i}") for i, c in enumerate(checkouts)}
-        project = tmp / "runs"
-        project.mkdir()
-        print(f"CPU: {cpu_description()}")
-        print(f"load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
-        print(f"train.py --cfg {opt.cfg[0]} --img {opt.imgsz} --batch {opt.batch} --epochs {opt.epochs} "
-              f"--weights '' {opt.train_args} on {data}; {opt.runs} interleaved runs of "
-              + ", ".join(f"{v.name} ({v.checkout})" for v in variants), flush=True)
-        results: Dict[str, List[RunResult]] = {v.name: [] for v in variants}
-        for i in range(opt.runs):
-            for v in variants if i % 2 == 0 else variants[::-1]:  # A B, B A, ...: drift hits both alike
-                r = run_train_command(v, yamls[v.checkout], project, f"{v.name}-{i}", opt)
-                results[v.name].append(r)
-                print(f"  run {i + 1} {v.name}: wall {r.wall:.1f} s, CPU {r.user:.1f} + {r.sys:.1f} s, "
-                      f"{r.minflt / 1e6:.2f} M minor faults", flush=True)
-        print(f"load average at end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
-        print(whole_table(variants, results))
-        return results
+        needed = opt.baseline or "main" in opt.variants
+        with baseline_checkout(opt.baseline, opt.baseline_commit) if needed else nullcontext() as baseline:
+            return _whole_runs(opt, data, tmp, baseline)
     finally:
-        if worktree is not None:
-            remove_worktree(worktree)
         if opt.keep:
             print(f"kept {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _whole_runs(opt, data: Path, tmp: Path, baseline: Optional[Path]) -> Dict[str, List[RunResult]]:
+    """The interleaved runs of every variant, printed as they finish, then the table of medians."""
+    variants = make_variants(opt.variants, baseline)
+    checkouts = dict.fromkeys(v.checkout for v in variants)  # one dataset copy (and label cache) per checkout
+    yamls = {c: copy_dataset(data, tmp / f"data{i}") for i, c in enumerate(checkouts)}
+    project = tmp / "runs"
+    project.mkdir()
+    print(f"CPU: {cpu_description()}")
+    print(f"load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(f"train.py --cfg {opt.cfg[0]} --img {opt.imgsz} --batch {opt.batch} --epochs {opt.epochs} "
+          f"--weights '' {opt.train_args} on {data}; {opt.runs} interleaved runs of "
+          + ", ".join(f"{v.name} ({v.checkout})" for v in variants), flush=True)
+    results: Dict[str, List[RunResult]] = {v.name: [] for v in variants}
+    for i in range(opt.runs):
+        for v in variants if i % 2 == 0 else variants[::-1]:  # A B, B A, ...: drift hits both alike
+            r = run_train_command(v, yamls[v.checkout], project, f"{v.name}-{i}", opt)
+            results[v.name].append(r)
+            print(f"  run {i + 1} {v.name}: wall {r.wall:.1f} s, CPU {r.user:.1f} + {r.sys:.1f} s, "
+                  f"{r.minflt / 1e6:.2f} M minor faults", flush=True)
+    print(f"load average at end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(whole_table(variants, results))
+    return results
 
 
 # ------------------------------------------------------------------------------------------------ command line
@@ -376,4 +366,4 @@ def main(opt):
 
 
 if __name__ == "__main__":
-    main(parse_opt())
+    sys.exit(run_cli(main, parse_opt()))  # a user error (e.g. a failed baseline worktree) is one line
