@@ -147,7 +147,11 @@ class LoadImagesAndLabels(Dataset):
         if self.rect:
             self._sort_for_rect(batch_size, pad)
 
-        # decoded-image caches
+        self._setup_image_cache(cache_images)
+
+    def _setup_image_cache(self, cache_images: Union[bool, str]) -> None:
+        """The decoded-image caches: empty, then filled in RAM or as .npy files next to the images when asked."""
+        n = self.n
         self.imgs: List[Optional[np.ndarray]] = [None] * n
         self.img_hw0: List[Optional[tuple]] = [None] * n
         self.img_hw: List[Optional[tuple]] = [None] * n
@@ -157,7 +161,7 @@ class LoadImagesAndLabels(Dataset):
             cache_images = "ram"
         if cache_images:
             if cache_images not in ("ram", "disk"):
-                raise ValueError(f"{prefix}cache must be 'ram', 'disk', True or False, got {cache_images!r}")
+                raise ValueError(f"{self.prefix}cache must be 'ram', 'disk', True or False, got {cache_images!r}")
             self._cache_images(cache_images)
 
     @property
