@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Callable, Dict, Mapping, Optional, Tuple
 
 import torch
-import torchvision
 
 __all__ = ["TorchvisionBackbone", "BACKBONES", "backbone_shapes", "identify", "looks_like_torchvision",
            "to_model_keys", "weights_url", "hub_cache_file", "strip_wrapper_prefix"]
@@ -69,6 +68,8 @@ def _is_counted(key: str) -> bool:
 def backbone_shapes(name: str) -> Dict[str, Tuple[int, ...]]:
     """Backbone key -> shape of torchvision's ``name`` (num_batches_tracked excluded), from the model built on the
     meta device (no memory, no weights)."""
+    import torchvision  # ~2 s to import: only when a torchvision backbone is used
+
     with torch.device("meta"):
         model = torchvision.models.get_model(name, weights=None)
     prefix = BACKBONES[name].classifier
@@ -111,6 +112,8 @@ def to_model_keys(name: str, state_dict: Mapping[str, torch.Tensor]) -> Dict[str
 
 def weights_url(name: str) -> str:
     """URL of torchvision's default ImageNet weights for ``name`` (its weights registry)."""
+    import torchvision
+
     return torchvision.models.get_model_weights(name).DEFAULT.url
 
 

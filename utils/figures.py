@@ -1,9 +1,25 @@
 """Drawing figures without ever failing a run: ``try_plot`` turns a plot that cannot be drawn into one warning."""
 from __future__ import annotations
 
+import sys
 from typing import Any, Callable, Optional
 
 from utils.log import LOGGER
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the headless Agg backend (never opens windows; works in CI and in threads).
+
+    Imported at the first figure, not at start-up: it costs 0.3 s, and train / val / detect import the plotting
+    modules whether or not they draw anything.
+    """
+    if "matplotlib.pyplot" not in sys.modules:  # else keep the backend the user's program chose
+        import matplotlib
+
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def try_plot(what: str, fn: Callable, *args, **kwargs) -> Optional[Any]:
@@ -14,8 +30,7 @@ def try_plot(what: str, fn: Callable, *args, **kwargs) -> Optional[Any]:
     figures that ``fn`` left open are closed, and None is returned. KeyboardInterrupt and SystemExit are not
     Exceptions and pass through. Example: ``try_plot("results.png", plot_results, file=save_dir / "results.csv")``.
     """
-    import matplotlib.pyplot as plt  # third-party and slow to import: loaded when something is drawn
-
+    plt = pyplot()
     open_before = set(plt.get_fignums())
     try:
         return fn(*args, **kwargs)

@@ -11,9 +11,9 @@ import time
 from typing import List, Optional, Sequence, Union
 
 import torch
-import torchvision
 
 from utils.boxes import xywh2xyxy
+from utils.nms_kernel import nms as nms_kernel
 
 LOGGER = logging.getLogger("yolov5")  # same logger as utils.general (not imported: general re-exports us)
 
@@ -90,7 +90,7 @@ def non_max_suppression(prediction: Union[torch.Tensor, Sequence], conf_thres: f
         else:
             span = float((det[:, :4].max() - det[:, :4].min()).clamp(min=0)) + 1.0
             shifted = det[:, :4] + det[:, 5:6] * span
-        keep = torchvision.ops.nms(shifted.float(), det[:, 4].float(), iou_thres)[:max_det]
+        keep = nms_kernel(shifted.float(), det[:, 4].float(), iou_thres)[:max_det]
         output[xi] = det[keep]
         if time.time() - start > TIME_LIMIT:
             LOGGER.warning(f"WARNING: NMS time limit {TIME_LIMIT}s exceeded")

@@ -13,21 +13,18 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
 import cv2
-import matplotlib
 import numpy as np
 import torch
 
-matplotlib.use("Agg")  # headless: never open windows, works in CI and in dataloader threads
-import matplotlib.pyplot as plt  # noqa: E402
-
-from utils.boxes import clip_coords, xywh2xyxy, xyxy2xywh  # noqa: E402
-from utils.files import increment_path  # noqa: E402
-from utils.figures import try_plot  # noqa: E402,F401  (re-exported: callers draw through it)
-from utils.log import LOGGER  # noqa: E402
-from utils.metrics import fitness  # noqa: E402
-from utils.text import load_yaml  # noqa: E402
+from utils.boxes import clip_coords, xywh2xyxy, xyxy2xywh
+from utils.files import increment_path
+from utils.figures import pyplot, try_plot  # noqa: F401  (try_plot re-exported: callers draw through it)
+from utils.log import LOGGER
+from utils.metrics import fitness
+from utils.text import load_yaml
 
 Array = Union[np.ndarray, torch.Tensor]
+
 Names = Union[Sequence[str], dict, None]
 
 RESULT_TITLES = ("Box", "Objectness", "Classification", "Precision", "Recall",
@@ -200,7 +197,7 @@ def _save_fig(fig, path: Path, dpi: int = 200) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+    pyplot().close(fig)
     return path
 
 
@@ -229,7 +226,7 @@ def plot_labels(labels: Array, names: Names = (), save_dir: Union[str, Path] = P
     cols = ("x", "y", "width", "height")
 
     # correlogram: histograms on the diagonal, 2-D histograms elsewhere
-    fig, ax = plt.subplots(4, 4, figsize=(8, 8))
+    fig, ax = pyplot().subplots(4, 4, figsize=(8, 8))
     for i in range(4):
         for j in range(4):
             a = ax[i, j]
@@ -246,7 +243,7 @@ def plot_labels(labels: Array, names: Names = (), save_dir: Union[str, Path] = P
     fig.tight_layout()
     _save_fig(fig, save_dir / "labels_correlogram.jpg")
 
-    fig, ax = plt.subplots(2, 2, figsize=(8, 8))
+    fig, ax = pyplot().subplots(2, 2, figsize=(8, 8))
     ax = ax.ravel()
     counts = np.bincount(c, minlength=nc) if len(c) else np.zeros(nc, dtype=int)
     _class_bars(ax[0], counts)
@@ -353,7 +350,7 @@ def plot_results(file: Union[str, Path] = "path/to/results.csv", dir: Union[str,
         files = sorted(save_dir.glob("results*.csv")) + sorted(save_dir.glob("results*.txt"))
     if not files:
         raise FileNotFoundError(f"No results.csv / results.txt found in {save_dir.resolve()}, nothing to plot")
-    fig, ax = plt.subplots(2, 5, figsize=(12, 6))
+    fig, ax = pyplot().subplots(2, 5, figsize=(12, 6))
     ax = ax.ravel()
     epochs = set()
     for f in files:
@@ -383,7 +380,7 @@ def _evolve_grid(keys: Sequence[str], x: np.ndarray, fit: np.ndarray, path: Path
     n = len(keys)
     cols = math.ceil(n ** 0.5)
     rows = math.ceil(n / cols) if n else 1
-    fig = plt.figure(figsize=(2.5 * cols, 2.5 * rows))
+    fig = pyplot().figure(figsize=(2.5 * cols, 2.5 * rows))
     for i, k in enumerate(keys):
         v = x[:, i]
         a = fig.add_subplot(rows, cols, i + 1)
@@ -439,7 +436,7 @@ def plot_study_txt(path: Union[str, Path] = "", x: Optional[Sequence[int]] = Non
     files = [Path(f) for f in files] if files else sorted(d.glob("study*.txt"))
     if not files:
         raise FileNotFoundError(f"No study*.txt files in {d.resolve()}")
-    fig, ax = plt.subplots(1, 3, figsize=(13, 4))
+    fig, ax = pyplot().subplots(1, 3, figsize=(13, 4))
     for f in files:
         y = _load_table(f)
         sizes = np.asarray(x[: len(y)] if x is not None else np.arange(len(y)))
@@ -483,7 +480,7 @@ def plot_lr_scheduler(optimizer, scheduler, epochs: int = 300, save_dir: Union[s
             optimizer.step()  # parameters have no gradients: nothing changes but the schedule
             scheduler.step()
             lrs.append(optimizer.param_groups[0]["lr"])
-    fig, a = plt.subplots(figsize=(6, 4))
+    fig, a = pyplot().subplots(figsize=(6, 4))
     a.plot(lrs, ".-", label="LR")
     a.set(xlabel="epoch", ylabel="LR", xlim=(0, max(epochs, 1)), ylim=(0, None))
     a.grid(alpha=0.3)
@@ -526,7 +523,7 @@ def feature_visualization(x: torch.Tensor, module_type: str, stage: int, n: int 
     blocks = torch.chunk(x[0].detach().float().cpu(), channels, dim=0)
     n = min(n, channels)
     rows = math.ceil(n / 8)
-    fig, ax = plt.subplots(rows, 8, figsize=(8 * 1.2, rows * 1.2), squeeze=False)
+    fig, ax = pyplot().subplots(rows, 8, figsize=(8 * 1.2, rows * 1.2), squeeze=False)
     ax = ax.ravel()
     for i in range(len(ax)):
         if i < n:

@@ -56,6 +56,11 @@ EMA_ATTRS = ["yaml", "nc", "hyp", "gr", "names", "stride", "class_weights"]
 
 
 
+def start_loader(loader: Any) -> None:
+    if hasattr(loader, "start_workers"):
+        loader.start_workers()
+
+
 def fitness_value(results: Results) -> float:
     """0.1 * mAP@0.5 + 0.9 * mAP@0.5:0.95 of a (P, R, mAP@0.5, mAP@0.5:0.95, ...) row."""
     return float(np.asarray(fitness(np.array(results, dtype=float).reshape(1, -1))).reshape(-1)[0])
@@ -117,15 +122,20 @@ class Trainer:
 
     def train(self) -> Results:
         """Set up, run the epochs, finish; returns the final validation results."""
-        with self.stop_request:
-            try:
-                self.before_train()
-                self.train_in_epoch()
-            except BaseException:
-                if not self.started:  # the run folder is about to be removed: labels.jpg must not come back
-                    join_background(self.label_plot, timeout=0)
-                raise
-        return self.after_train()
+        try:
+            with self.stop_request:
+                try:
+                    self.before_train()
+                    self.train_in_epoch()
+                except BaseException:
+                    if not self.started:  # the run folder is about to be removed: labels.jpg must not come back
+                        join_background(self.label_plot, timeout=0)
+                    raise
+            return self.after_train()
+        finally:
+            for loader in (getattr(self, "train_loader", None), getattr(self, "val_loader", None)):
+                if hasattr(loader, "stop_workers"):
+                    loader.stop_workers()
 
     # ------------------------------------------------------------------------------------------ before_train
     def before_train(self) -> None:
@@ -140,6 +150,7 @@ class Trainer:
         self.setup_loss()
         self.write_run_files()
         self.check_data()
+        self.start_workers()
         self.log_start(time.time() - t)
 
     def setup_run_config(self) -> None:
@@ -282,6 +293,18 @@ class Trainer:
         if self.main_rank and not self.opt.evolve and not self.opt.resume:
             check_training_data({"train": self.dataset, "val": self.val_loader.dataset}, self.names, self.imgsz,
                                 self.save_dir)
+
+    def start_workers(self) -> None:
+        """Fork the dataloader workers while this process is still small (see InfiniteDataLoader.start_workers).
+
+        --image-weights draws the first epoch's images in before_epoch, so its training loader starts there.
+        """
+        if not self.opt.image_weights:
+            sampler = getattr(self.train_loader, "sampler", None)
+            if self.distributed and hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(self.state.start_epoch)
+            start_loader(self.train_loader)
+        start_loader(self.val_loader)
 
     def log_start(self, setup_s: float) -> None:
         LOGGER.info(f"Image sizes {self.imgsz} train, {self.imgsz_val} val\n"
