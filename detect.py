@@ -23,7 +23,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from engine.cli import (add_device, add_dnn, add_imgsz, add_output, add_precision, add_thresholds,  # noqa: E402
-                        add_weights, run_cli)
+                        add_weights, exit_process, run_cli)
 from engine.predict import run  # noqa: E402,F401  (detect.run: the v6+ Python entry point)
 from utils.allocator import keep_freed_memory  # noqa: E402
 from utils.log import LOGGER, colorstr  # noqa: E402
@@ -73,4 +73,4 @@ def cli(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    exit_process(cli(), __file__)

@@ -24,7 +24,7 @@ ROOT = FILE.parent
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
-from engine.cli import run_cli  # noqa: E402
+from engine.cli import exit_process, run_cli  # noqa: E402
 from engine.train import workflow  # noqa: E402
 from engine.train.options import BOX_LOSSES, CLS_LOSSES  # noqa: E402
 from utils.allocator import keep_freed_memory  # noqa: E402
@@ -134,4 +134,4 @@ def cli(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    exit_process(cli(), __file__)

@@ -22,7 +22,7 @@ if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
 from engine.cli import (add_device, add_dnn, add_imgsz, add_output, add_precision, add_thresholds,  # noqa: E402
-                        add_weights, run_cli)
+                        add_weights, exit_process, run_cli)
 from engine.val import (TASKS, coco80_to_coco91_class, process_batch, run, save_one_json,  # noqa: E402,F401
                         save_one_txt)
 from engine.val.tasks import run_task  # noqa: E402
@@ -78,4 +78,4 @@ def cli(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    exit_process(cli(), __file__)
