@@ -23,9 +23,14 @@ ROOT = Path(__file__).resolve().parents[1]
 HYP = yaml.safe_load((ROOT / "data" / "hyps" / "hyp.scratch.yaml").read_text())
 
 
-def run_python(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+def run_python(code: str, timeout: float = 120, tmp: Path = None) -> subprocess.CompletedProcess:
+    """``code`` run by a fresh interpreter in the project root (as a script file in ``tmp`` if given)."""
+    code = textwrap.dedent(code)
+    if tmp is None:
+        return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    script = tmp / "script.py"
+    script.write_text(f"import sys\nsys.path.insert(0, {str(ROOT)!r})\n" + code)
+    return subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 # ------------------------------------------------------------------------------------------------ imports
@@ -79,10 +84,23 @@ def test_deterministic_seeding_keeps_deterministic_kernels_without_nan_filling()
     try:
         init_seeds(3, deterministic=True)
         assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
         assert torch.utils.deterministic.fill_uninitialized_memory is False
     finally:
         torch.use_deterministic_algorithms(False)
         torch.utils.deterministic.fill_uninitialized_memory = True
+
+
+def test_deterministic_seeding_does_not_import_inductor():
+    """torch.use_deterministic_algorithms imports torch._inductor (1-1.7 s) to set a flag torch.compile reads."""
+    r = run_python("""
+        import sys, torch
+        from utils.torch_utils import init_seeds
+        init_seeds(0, deterministic=True)
+        print(torch.are_deterministic_algorithms_enabled(), 'torch._inductor.config' in sys.modules)
+    """)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["True", "False"]
 
 
 # ------------------------------------------------------------------------------------------------ workers
@@ -165,3 +183,47 @@ def test_final_plots_reach_tensorboard_byte_for_byte(tmp_path):
         assert ev.encoded_image_string == (tmp_path / file).read_bytes()
         decoded = cv2.imdecode(np.frombuffer(ev.encoded_image_string, np.uint8), cv2.IMREAD_UNCHANGED)
         assert decoded.shape[:2] == (40, 70)
+
+
+# ------------------------------------------------------------------------------------------------ exit
+def test_exit_process_keeps_what_a_normal_exit_does(tmp_path):
+    """Threads joined, atexit handlers run, buffered output flushed, the exit code kept; nothing after it runs."""
+    r = run_python(f"""
+        import atexit, logging, sys, threading, time
+        from engine.cli import exit_process
+        out = r'{tmp_path}'
+
+        def late():
+            time.sleep(0.5)
+            open(out + '/thread.txt', 'w').write('joined')
+
+        threading.Thread(target=late).start()
+        atexit.register(lambda: open(out + '/atexit.txt', 'w').write('ran'))
+        logging.basicConfig(filename=out + '/log.txt')
+        logging.warning('logged')
+        sys.stdout.write('buffered, no newline')
+        exit_process(3, __file__)
+        print('never')
+    """, tmp=tmp_path)
+    assert r.returncode == 3
+    assert r.stdout == "buffered, no newline"
+    assert (tmp_path / "thread.txt").read_text() == "joined"
+    assert (tmp_path / "atexit.txt").read_text() == "ran"
+    assert "logged" in (tmp_path / "log.txt").read_text()
+
+
+def test_exit_process_under_cprofile_lets_the_profile_be_written(tmp_path):
+    script = tmp_path / "prog.py"
+    script.write_text(f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nfrom engine.cli import exit_process\n"
+                      "print('ran')\nexit_process(0, __file__)\n")
+    out = tmp_path / "prog.prof"
+    r = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(out), str(script)], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "ran"
+    assert out.stat().st_size > 0
+
+
+@pytest.mark.parametrize("script", ["train.py", "val.py", "detect.py"])
+def test_scripts_exit_through_exit_process(script):
+    source = (ROOT / script).read_text()
+    assert source.rstrip().endswith('if __name__ == "__main__":\n    exit_process(cli(), __file__)')

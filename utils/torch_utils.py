@@ -5,6 +5,7 @@ import math
 import os
 import random
 import re
+import sys
 import time
 from contextlib import contextmanager
 from copy import deepcopy
@@ -138,6 +139,22 @@ def init_torch_seeds(seed: int = 0) -> None:
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = True, False
 
 
+def use_deterministic_kernels() -> None:
+    """``torch.use_deterministic_algorithms(True, warn_only=True)``, without its two costs on CPU.
+
+    It imports ``torch._inductor`` to set inductor's flag too (1-1.7 s of start-up, for ``torch.compile``, which
+    nothing here uses: the flag is set only if inductor is loaded already). And it fills every new tensor with
+    NaN, a debugging aid that is not part of determinism: one extra write pass over every activation and gradient,
+    which made training steps ~20 % and the first validation batch 4x slower. The kernels chosen are the same.
+    """
+    if "torch._inductor.config" in sys.modules or not hasattr(torch._C, "_set_deterministic_algorithms"):
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        torch._C._set_deterministic_algorithms(True, warn_only=True)
+    if hasattr(torch.utils, "deterministic"):
+        torch.utils.deterministic.fill_uninitialized_memory = False
+
+
 def init_seeds(seed: int = 0, deterministic: bool = False) -> None:
     """Seed python, numpy and torch; ``deterministic`` also asks torch for deterministic kernels."""
     random.seed(seed)
@@ -145,12 +162,7 @@ def init_seeds(seed: int = 0, deterministic: bool = False) -> None:
     torch.manual_seed(seed)
     torch.cuda.manual_seed_all(seed)
     if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        # That switch also fills every new tensor with NaN (a debugging aid, not part of determinism): on CPU
-        # one extra write pass over every activation and gradient, and the page faults of touching them early.
-        # It made training steps ~20 % and the first validation batch 4x slower; the kernels stay deterministic.
-        if hasattr(torch.utils, "deterministic"):
-            torch.utils.deterministic.fill_uninitialized_memory = False
+        use_deterministic_kernels()
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
         os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
@@ -265,9 +277,10 @@ def count_flops(model: nn.Module, *inputs: torch.Tensor) -> float:
     """FLOPs (= 2 x multiply-accumulates) of one forward of ``model`` on ``inputs``, counted with forward hooks.
 
     Conv2d: out_elements x (cin/groups x kh x kw + bias); BatchNorm2d: 2 x elements; Linear: in x out_elements.
-    Only output shapes matter, so the forward runs on the meta device (no arithmetic); models whose forward
-    needs real values fall back to a real forward. Either way it runs in eval mode under no_grad, so BatchNorm
-    running statistics are not touched.
+    The forward runs in eval mode under no_grad, so BatchNorm running statistics are not touched; callers pass
+    a small input and scale (model_info counts at the model's stride and scales to the image size). A meta-device
+    forward would skip the arithmetic, but its first torch.cat imports torch._dynamo (~1 s), far more than a real
+    forward at that size costs.
     """
     total = [0.0]
     handles = []
@@ -280,25 +293,13 @@ def count_flops(model: nn.Module, *inputs: torch.Tensor) -> float:
     try:
         model.eval()
         with torch.no_grad():
-            try:
-                _meta_forward(model, inputs)
-            except Exception:  # e.g. data-dependent control flow: count on a real forward instead
-                total[0] = 0.0
-                model(*inputs)
+            model(*inputs)
     finally:
         for h in handles:
             h.remove()
         for m, mode in modes.items():
             m.training = mode
     return 2 * total[0]
-
-
-def _meta_forward(model: nn.Module, inputs: Sequence[torch.Tensor]):
-    """``model(*inputs)`` with every parameter, buffer and input replaced by a meta tensor (shapes only)."""
-    from torch.func import functional_call
-    meta = {k: torch.empty_like(v, device="meta") for k, v in [*model.named_parameters(), *model.named_buffers()]}
-    meta_inputs = tuple(x.to("meta") if isinstance(x, torch.Tensor) else x for x in inputs)
-    return functional_call(model, meta, meta_inputs)
 
 
 def model_info(model: nn.Module, verbose: bool = False, img_size: Union[int, Sequence[int]] = 640) -> None:

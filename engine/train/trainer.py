@@ -146,11 +146,11 @@ class Trainer:
         self.setup_optimizer()
         self.setup_loaders()
         self.setup_resume()
+        self.start_workers()  # they prepare the first batches while the rest is set up
         self.setup_ddp()
         self.setup_loss()
         self.write_run_files()
         self.check_data()
-        self.start_workers()
         self.log_start(time.time() - t)
 
     def setup_run_config(self) -> None:
