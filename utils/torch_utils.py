@@ -23,7 +23,8 @@ __all__ = [
     "select_device", "time_synchronized", "time_sync", "is_parallel", "de_parallel", "intersect_dicts",
     "ModelEMA", "torch_distributed_zero_first", "model_info", "count_flops", "fuse_conv_and_bn", "fold_batchnorms",
     "is_fused", "initialize_weights", "scale_img", "copy_attr", "prepare_for_inference", "find_modules",
-    "sparsity", "prune", "detect_head", "Profile", "init_torch_seeds", "init_seeds", "one_cycle", "smart_inference_mode", "load_classifier", "profile",
+    "sparsity", "prune", "detect_head", "Profile", "init_torch_seeds", "init_seeds", "use_deterministic_kernels",
+    "one_cycle", "smart_inference_mode", "load_classifier", "profile",
 ]
 
 
