@@ -143,10 +143,11 @@ def init_torch_seeds(seed: int = 0) -> None:
 def use_deterministic_kernels() -> None:
     """``torch.use_deterministic_algorithms(True, warn_only=True)``, without its two costs on CPU.
 
-    It imports ``torch._inductor`` to set inductor's flag too (1-1.7 s of start-up, for ``torch.compile``, which
-    nothing here uses: the flag is set only if inductor is loaded already). And it fills every new tensor with
-    NaN, a debugging aid that is not part of determinism: one extra write pass over every activation and gradient,
-    which made training steps ~20 % and the first validation batch 4x slower. The kernels chosen are the same.
+    It imports ``torch._inductor`` to set inductor's flag too (1-1.7 s when nothing imported it before, for
+    ``torch.compile``, which nothing here uses: the flag is set only if inductor is loaded already). And it fills
+    every new tensor with NaN, a debugging aid that is not part of determinism: one extra write pass over every
+    activation and gradient, which made training steps and validation batches 20-25 % slower. The kernels chosen
+    are the same.
     """
     if "torch._inductor.config" in sys.modules or not hasattr(torch._C, "_set_deterministic_algorithms"):
         torch.use_deterministic_algorithms(True, warn_only=True)
