@@ -63,15 +63,13 @@ def augment_hsv(im: np.ndarray, hgain: float = 0.5, sgain: float = 0.5, vgain: f
         return
     gains = np.random.uniform(-1, 1, 3) * np.array([hgain, sgain, vgain]) + 1
     x = np.arange(256, dtype=np.float32)
-    luts = (((x * gains[0]) % 180).astype(np.uint8),  # OpenCV hue range is 0..179
-            np.clip(x * gains[1], 0, 255).astype(np.uint8),
-            np.clip(x * gains[2], 0, 255).astype(np.uint8))
-    # the HSV image and its planes live in this thread's workspace: no fresh pages per item
+    lut = np.stack([((x * gains[0]) % 180).astype(np.uint8),  # OpenCV hue range is 0..179
+                    np.clip(x * gains[1], 0, 255).astype(np.uint8),
+                    np.clip(x * gains[2], 0, 255).astype(np.uint8)], -1).reshape(256, 1, 3)
+    # the HSV image lives in this thread's workspace (no fresh pages per item); one 3-channel table maps H, S and
+    # V at once (the same values as splitting the planes, mapping each and merging them back, without the copies)
     hsv = cv2.cvtColor(im, cv2.COLOR_BGR2HSV, dst=WORKSPACE.array("hsv", im.shape))
-    planes = cv2.split(hsv, [WORKSPACE.array(f"hsv{c}", im.shape[:2]) for c in range(3)])
-    for plane, lut in zip(planes, luts):
-        cv2.LUT(plane, lut, dst=plane)
-    cv2.merge(planes, dst=hsv)
+    cv2.LUT(hsv, lut, dst=hsv)
     cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR, dst=im)
 
 
