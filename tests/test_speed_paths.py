@@ -125,6 +125,7 @@ def test_started_workers_deliver_the_same_epochs_as_workers_started_by_the_loop(
     assert early.start_workers() and not early.start_workers()  # a second call changes nothing
     a, b = epochs_of(plain), epochs_of(early)
     assert len(a[0]) == 3
+    assert not np.array_equal(a[0][0][0], a[1][0][0])  # epochs differ, so a swapped epoch would be caught
     for epoch_a, epoch_b in zip(a, b):
         for (ia, la), (ib, lb) in zip(epoch_a, epoch_b):
             np.testing.assert_array_equal(ia, ib)
