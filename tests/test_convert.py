@@ -213,6 +213,9 @@ def _bad_coco(tmp: Path, case: str) -> list:
         f.write_text('{"images": [')
     elif case == "bad bbox":
         coco_file(f, images, [{"id": 5, "image_id": 1, "category_id": 7, "bbox": [1, 2]}])
+    elif case == "latin-1 file":  # a category name in Windows-1252: an error naming the file, not mangled names
+        coco_file(f, images, [ann(1, 1, 7, (1, 1, 5, 5))], [{"id": 7, "name": "caf\u00e9"}])
+        f.write_bytes(json.dumps(json.loads(f.read_text()), ensure_ascii=False).encode("cp1252"))
     return ["--from", "coco", "--annotations", f, "--images", img]
 
 
@@ -222,6 +225,7 @@ BAD = {  # case -> (input builder, text the one error line must hold)
     "empty file": (_bad_coco, "bad.json: empty annotation file"),
     "invalid file": (_bad_coco, "bad.json: not valid JSON (line 1"),
     "bad bbox": (_bad_coco, "bad.json: annotation id 5: 'bbox' must be [x, y, width, height]"),
+    "latin-1 file": (_bad_coco, "bad.json: not UTF-8 text"),
 }
 
 

@@ -21,6 +21,7 @@ from PIL import Image
 from data.label_cache import exif_size
 from utils.errors import UserError
 from utils.files import walk_files
+from utils.text import read_text
 
 TOLERANCE_PX = 1.0  # overshoot of rounding size (e.g. COCO's x + w = 640.01) is clipped without a message
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
@@ -166,7 +167,7 @@ def names_from_option(names: Optional[Sequence[str]]) -> Optional[List[str]]:
     for item in names:
         p = Path(item)
         if p.suffix == ".txt" and p.is_file():
-            out += [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            out += [ln.strip() for ln in read_text(p).splitlines() if ln.strip()]
         elif p.suffix == ".txt":
             raise ConvertError(f"--names {item}: file not found")
         else:

@@ -14,13 +14,14 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from data.converters.base import (Conversion, ConvertError, ImageIndex, ImageRecord, image_size, missing_image,
                                   normalise_split, place_box)
+from utils.text import read_text
 
 
 def load_json(file: Path) -> Any:
     """Parsed JSON, or ConvertError naming the file (missing, empty, not JSON)."""
     if not file.is_file():
         raise ConvertError(f"{file}: annotation file not found")
-    text = file.read_text(encoding="utf-8-sig", errors="replace")
+    text = read_text(file)  # UTF-8, or a byte-order mark's encoding; other bytes are an error, never mangled
     if not text.strip():
         raise ConvertError(f"{file}: empty annotation file")
     try:

@@ -17,6 +17,7 @@ from data.converters.base import (Conversion, ConvertError, ImageIndex, ImageRec
                                   missing_image, normalise_split, place_box)
 from data.converters.cvat import parse_xml
 from data.converters.labelme import annotation_files
+from utils.text import read_text
 
 NAMES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
          "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor"]  # the VOC classes
@@ -41,7 +42,7 @@ def year_dir_files(year: Path, image_sets: Optional[Dict[str, str]] = None) -> L
         lst = main / f"{name}.txt"
         if not lst.is_file():
             raise ConvertError(f"{lst}: image set not found")
-        out += [(split, year / "Annotations" / f"{i}.xml") for i in lst.read_text().split()]
+        out += [(split, year / "Annotations" / f"{i}.xml") for i in read_text(lst).split()]
     return out
 
 
