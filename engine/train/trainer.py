@@ -133,9 +133,7 @@ class Trainer:
                     raise
             return self.after_train()
         finally:
-            for loader in (getattr(self, "train_loader", None), getattr(self, "val_loader", None)):
-                if hasattr(loader, "stop_workers"):
-                    loader.stop_workers()
+            self.stop_workers()
 
     # ------------------------------------------------------------------------------------------ before_train
     def before_train(self) -> None:
@@ -305,6 +303,12 @@ class Trainer:
                 sampler.set_epoch(self.state.start_epoch)
             start_loader(self.train_loader)
         start_loader(self.val_loader)
+
+    def stop_workers(self) -> None:
+        """End the dataloader workers with the training, also a failed one (the loaders may not exist yet)."""
+        for loader in (getattr(self, "train_loader", None), getattr(self, "val_loader", None)):
+            if hasattr(loader, "stop_workers"):
+                loader.stop_workers()
 
     def log_start(self, setup_s: float) -> None:
         LOGGER.info(f"Image sizes {self.imgsz} train, {self.imgsz_val} val\n"
