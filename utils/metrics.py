@@ -59,6 +59,16 @@ def _kind_from_flags(kind: str, flags: Dict[str, bool]) -> str:
     return kind
 
 
+def _box_geometry(box: torch.Tensor, xywh: bool) -> Tuple[torch.Tensor, ...]:
+    """(..., 4) boxes, xywh or xyxy -> their x1, y1, x2, y2, centre x, centre y, width, height."""
+    if xywh:
+        cx, cy, w, h = box.unbind(-1)
+        return cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, cx, cy, w, h
+    x1, y1, x2, y2 = box.unbind(-1)
+    w, h = x2 - x1, y2 - y1  # before the centres: autograd then sums gradients in the same order (bit-identical)
+    return x1, y1, x2, y2, (x1 + x2) / 2, (y1 + y2) / 2, w, h
+
+
 def bbox_iou(box1: torch.Tensor, box2: torch.Tensor, xywh: bool = True, kind: str = "iou", eps: float = 1e-7,
              *, x1y1x2y2: Optional[bool] = None, GIoU: bool = False, DIoU: bool = False, CIoU: bool = False,
              EIoU: bool = False, SIoU: bool = False) -> torch.Tensor:
@@ -79,17 +89,8 @@ def bbox_iou(box1: torch.Tensor, box2: torch.Tensor, xywh: bool = True, kind: st
         raise ValueError(f"bbox_iou: boxes must have 4 coordinates in the last dimension, "
                          f"got shapes {tuple(box1.shape)} and {tuple(box2.shape)}")
 
-    if xywh:
-        cx1, cy1, w1, h1 = box1.unbind(-1)
-        cx2, cy2, w2, h2 = box2.unbind(-1)
-        ax1, ax2, ay1, ay2 = cx1 - w1 / 2, cx1 + w1 / 2, cy1 - h1 / 2, cy1 + h1 / 2
-        bx1, bx2, by1, by2 = cx2 - w2 / 2, cx2 + w2 / 2, cy2 - h2 / 2, cy2 + h2 / 2
-    else:
-        ax1, ay1, ax2, ay2 = box1.unbind(-1)
-        bx1, by1, bx2, by2 = box2.unbind(-1)
-        w1, h1, w2, h2 = ax2 - ax1, ay2 - ay1, bx2 - bx1, by2 - by1
-        cx1, cy1, cx2, cy2 = (ax1 + ax2) / 2, (ay1 + ay2) / 2, (bx1 + bx2) / 2, (by1 + by2) / 2
-
+    ax1, ay1, ax2, ay2, cx1, cy1, w1, h1 = _box_geometry(box1, xywh)
+    bx1, by1, bx2, by2, cx2, cy2, w2, h2 = _box_geometry(box2, xywh)
     inter = (torch.min(ax2, bx2) - torch.max(ax1, bx1)).clamp(min=0) * \
             (torch.min(ay2, by2) - torch.max(ay1, by1)).clamp(min=0)
     union = w1 * h1 + w2 * h2 - inter + eps

@@ -61,38 +61,49 @@ def non_max_suppression(prediction: Union[torch.Tensor, Sequence], conf_thres: f
     for xi, x in enumerate(prediction):
         x = x[x[:, 4] > conf_thres]
         if labels and len(labels[xi]):
-            lb = labels[xi].to(x)
-            rows = torch.zeros((len(lb), nc + 5), device=x.device, dtype=x.dtype)
-            rows[:, :4] = lb[:, 1:5]
-            rows[:, 4] = 1.0
-            rows[torch.arange(len(lb), device=x.device), lb[:, 0].long() + 5] = 1.0
-            x = torch.cat((x, rows), 0)
+            x = torch.cat((x, _label_rows(labels[xi].to(x), nc)), 0)
         if not x.shape[0]:
             continue
-
-        scores = x[:, 5:] * x[:, 4:5]  # conf = obj * class probability (activation applied by the head)
-        box = xywh2xyxy(x[:, :4])
-        if multi_label:
-            i, j = torch.nonzero(scores > conf_thres, as_tuple=True)
-            det = torch.cat((box[i], scores[i, j, None], j[:, None].to(x.dtype)), 1)
-        else:
-            conf, j = scores.max(1, keepdim=True)
-            det = torch.cat((box, conf, j.to(x.dtype)), 1)[conf.view(-1) > conf_thres]
+        det = _candidates(x, conf_thres, multi_label)
         if class_filter is not None:
             det = det[(det[:, 5:6] == class_filter).any(1)]
         if not det.shape[0]:
             continue
         det = det[det[:, 4].argsort(descending=True)[:MAX_NMS]]
-
-        # batched NMS: shift each class to its own region so boxes of different classes never overlap
-        if agnostic:
-            shifted = det[:, :4]
-        else:
-            span = float((det[:, :4].max() - det[:, :4].min()).clamp(min=0)) + 1.0
-            shifted = det[:, :4] + det[:, 5:6] * span
-        keep = nms_kernel(shifted.float(), det[:, 4].float(), iou_thres)[:max_det]
-        output[xi] = det[keep]
+        output[xi] = det[_batched_nms(det, iou_thres, agnostic)[:max_det]]
         if time.time() - start > TIME_LIMIT:
             LOGGER.warning(f"WARNING: NMS time limit {TIME_LIMIT}s exceeded")
             break
     return output
+
+
+def _label_rows(lb: torch.Tensor, nc: int) -> torch.Tensor:
+    """(n, 5) [cls, x, y, w, h] labels as prediction rows: objectness 1 and a one-hot class (autolabelling)."""
+    rows = torch.zeros((len(lb), nc + 5), device=lb.device, dtype=lb.dtype)
+    rows[:, :4] = lb[:, 1:5]
+    rows[:, 4] = 1.0
+    rows[torch.arange(len(lb), device=lb.device), lb[:, 0].long() + 5] = 1.0
+    return rows
+
+
+def _candidates(x: torch.Tensor, conf_thres: float, multi_label: bool) -> torch.Tensor:
+    """Prediction rows -> (n, 6) ``[x1, y1, x2, y2, conf, cls]`` above ``conf_thres``: the best class of each box,
+    or with ``multi_label`` every class that passes."""
+    scores = x[:, 5:] * x[:, 4:5]  # conf = obj * class probability (activation applied by the head)
+    box = xywh2xyxy(x[:, :4])
+    if multi_label:
+        i, j = torch.nonzero(scores > conf_thres, as_tuple=True)
+        return torch.cat((box[i], scores[i, j, None], j[:, None].to(x.dtype)), 1)
+    conf, j = scores.max(1, keepdim=True)
+    return torch.cat((box, conf, j.to(x.dtype)), 1)[conf.view(-1) > conf_thres]
+
+
+def _batched_nms(det: torch.Tensor, iou_thres: float, agnostic: bool) -> torch.Tensor:
+    """Indices of the rows of ``det`` kept by NMS, per class unless ``agnostic``: each class is shifted to its
+    own region, so boxes of different classes never overlap."""
+    if agnostic:
+        shifted = det[:, :4]
+    else:
+        span = float((det[:, :4].max() - det[:, :4].min()).clamp(min=0)) + 1.0
+        shifted = det[:, :4] + det[:, 5:6] * span
+    return nms_kernel(shifted.float(), det[:, 4].float(), iou_thres)
